@@ -1,10 +1,12 @@
 """The two phases of learning (Fig S1): fast learning, then exploration.
 
-The full-training loss L(epoch) drops quickly, then slowly. We locate the transition as the
-breakpoint of a continuous two-segment straight-line fit to ``log L`` versus epoch (the
-breakpoint that minimises the squared error), and call it confirmed once the loss after it
-falls at most ``max_slope_ratio`` times as fast (in log L per epoch) as before it and
-enough epochs lie beyond it.
+The full-training loss drops quickly, then slowly ("the loss L only changes very slowly").
+We make that a number: the *learning rate of the loss* r(e) = -d ln L / d epoch, estimated
+at each epoch by a robust (Theil-Sen: median of pairwise slopes) fit of ln L over the
+trailing ``window`` epochs, so single-epoch loss spikes do not matter. The transition epoch
+is the first epoch where r(e) <= ``max_slow_rate`` (default 0.05: the loss falls by less than
+5 % per epoch); the highlighted transition region of Fig S1 starts where r first falls below
+``region_factor * max_slow_rate``.
 """
 
 from __future__ import annotations
@@ -16,64 +18,79 @@ import numpy as np
 
 @dataclass(frozen=True)
 class PhaseTransition:
-    """Where the fast-learning phase ends (epochs are indices into the loss curve)."""
+    """Where the fast-learning phase ends (epochs index the loss curve)."""
 
-    transition_epoch: int
-    region: tuple[int, int]  # epochs whose breakpoint fits about as well (F-test, ~1 sigma)
-    fast_slope: float  # d log L / d epoch before the transition
-    slow_slope: float  # d log L / d epoch after it
+    transition_epoch: int | None  # None when the curve never slows down enough
+    region: tuple[int, int] | None  # the transition region (Fig S1 shading)
+    rate: np.ndarray  # r(e) = -d ln L/d epoch (trailing robust fit; NaN for e < window)
+    fast_rate: float  # median r over the fast phase
+    slow_rate: float  # median r over the exploration phase (NaN if not reached)
+    max_slow_rate: float
     confirmed: bool
     n_epochs: int
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        d["region"] = list(self.region)
+        d["region"] = None if self.region is None else list(self.region)
+        d["rate"] = [None if not np.isfinite(r) else float(r) for r in self.rate]
         return d
 
 
-def _segment_fit(e: np.ndarray, y: np.ndarray, b: float) -> tuple[float, np.ndarray]:
-    basis = np.stack([np.ones_like(e), np.minimum(e - b, 0.0), np.maximum(e - b, 0.0)], axis=1)
-    coef, *_ = np.linalg.lstsq(basis, y, rcond=None)
-    resid = y - basis @ coef
-    return float(resid @ resid), coef
+def loss_rate(losses, window: int = 5) -> np.ndarray:
+    """r(e) = -(Theil-Sen slope of ln L over epochs e-window..e); NaN where e < window."""
+    y = np.log(np.asarray(losses, dtype=np.float64))
+    r = np.full(y.size, np.nan)
+    idx = np.arange(window + 1)
+    i, j = np.triu_indices(window + 1, k=1)
+    for e in range(window, y.size):
+        seg = y[e - window : e + 1]
+        r[e] = -np.median((seg[j] - seg[i]) / (idx[j] - idx[i]))
+    return r
 
 
 def detect_transition(
     losses,
     *,
-    min_epochs_after: int = 3,
-    max_slope_ratio: float = 0.25,
+    window: int = 5,
+    max_slow_rate: float = 0.05,
+    region_factor: float = 2.0,
 ) -> PhaseTransition:
     """Locate the fast-learning -> exploration transition in a per-epoch loss curve.
 
-    ``losses[e]`` is the full-training loss after epoch ``e`` (index 0 may be the loss at
-    initialisation). Needs at least 5 positive finite values.
+    ``losses[e]`` is the full-training loss after epoch ``e`` (index 0: at initialisation).
+    Needs at least ``window + 1`` positive finite values.
     """
     L = np.asarray(losses, dtype=np.float64).ravel()
-    if L.size < 5:
-        raise ValueError(f"phase detection needs at least 5 epochs of loss, got {L.size}")
+    if window < 2:
+        raise ValueError(f"window must be >= 2 epochs, got {window}")
+    if L.size < window + 1:
+        raise ValueError(
+            f"phase detection needs at least {window + 1} epochs of loss, got {L.size}"
+        )
     if not np.all(np.isfinite(L)) or np.any(L <= 0):
         bad = int(np.flatnonzero(~np.isfinite(L) | (L <= 0))[0])
         raise ValueError(
             f"loss curve has a non-finite or non-positive value at epoch {bad} ({L[bad]}); "
             "training diverged - lower the learning rate"
         )
-    y = np.log(L)
-    e = np.arange(L.size, dtype=np.float64)
-    candidates = np.arange(1, L.size - 1)
-    sse = np.empty(candidates.size)
-    coefs = []
-    for k, b in enumerate(candidates):
-        sse[k], c = _segment_fit(e, y, float(b))
-        coefs.append(c)
-    k_best = int(np.argmin(sse))
-    b_best = int(candidates[k_best])
-    _, s1, s2 = coefs[k_best]
-    # Breakpoints whose fit is within ~1 sigma of the best (F-test with 1 extra parameter).
-    dof = max(L.size - 4, 1)
-    tol = sse[k_best] * (1.0 + 1.0 / dof) + 1e-15
-    near = candidates[sse <= tol]
-    region = (int(near.min()), int(near.max()))
-    steep_then_flat = s1 < 0 and abs(s2) <= max_slope_ratio * abs(s1)
-    confirmed = bool(steep_then_flat and (L.size - 1 - b_best) >= min_epochs_after)
-    return PhaseTransition(b_best, region, float(s1), float(s2), confirmed, int(L.size))
+    r = loss_rate(L, window)
+    slow = np.flatnonzero(r <= max_slow_rate)
+    if slow.size == 0:
+        fast = r[np.isfinite(r)]
+        return PhaseTransition(
+            None, None, r, float(np.median(fast)), float("nan"), max_slow_rate, False, L.size
+        )
+    e_t = int(slow[0])
+    below_region = np.flatnonzero(r[: e_t + 1] <= region_factor * max_slow_rate)
+    region = (int(below_region[0]), e_t)
+    fast = r[window : region[0] + 1]
+    return PhaseTransition(
+        transition_epoch=e_t,
+        region=region,
+        rate=r,
+        fast_rate=float(np.median(fast)) if fast.size else float("nan"),
+        slow_rate=float(np.nanmedian(r[e_t:])),
+        max_slow_rate=max_slow_rate,
+        confirmed=True,
+        n_epochs=int(L.size),
+    )

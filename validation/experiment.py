@@ -1,0 +1,185 @@
+"""Train a network and capture an SGD window in the exploration phase (the spine of every run).
+
+:func:`capture_window` trains with a plain loop (:mod:`.train`), records the full-training
+loss per epoch, detects the fast-learning -> exploration transition on the fly
+(:func:`sgdyn.theory.detect_transition`), then records the probed parameters at every step
+of a window of ``window_epochs`` epochs and fits the streaming PCA on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from sgdyn.kernels import StreamingPCA
+from sgdyn.theory import PhaseTransition, detect_transition
+
+from .data import ArrayDataset, load_dataset
+from .models import build_model, default_probe_param
+from .recorder import TrajectoryRecorder
+from .train import OptimConfig, check_finite, full_loss, make_optimizer, train_epoch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CaptureConfig:
+    """Everything that determines a captured window (all of it goes into summary.json)."""
+
+    dataset: str = "mnist5k"
+    data_root: str | None = None
+    model: str = "mlp"
+    hidden: tuple[int, ...] = (50, 50)
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    batch_size: int = 50
+    seed: int = 0
+    window_epochs: int = 10
+    window_start: int | None = None  # None: first epoch after a confirmed transition
+    min_epochs: int = 5  # never start the window before this epoch
+    settle_epochs: int = 0  # extra epochs after the confirmed transition
+    max_epochs: int = 200  # give up waiting for the transition after this many epochs
+    probe: str | None = None  # parameter name; None = the paper's (between hidden layers)
+    device: str = "cpu"
+    classes: tuple[int, ...] | None = None
+
+    def validate(self) -> None:
+        if self.window_epochs < 1:
+            raise ValueError(f"window_epochs must be >= 1, got {self.window_epochs}")
+        if self.window_start is not None and self.window_start < 0:
+            raise ValueError(f"window_start must be >= 0, got {self.window_start}")
+        if self.max_epochs < self.min_epochs:
+            raise ValueError(
+                f"max_epochs ({self.max_epochs}) must be >= min_epochs ({self.min_epochs})"
+            )
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        d["classes"] = None if self.classes is None else list(self.classes)
+        return d
+
+
+@dataclass
+class CaptureResult:
+    config: CaptureConfig
+    model: nn.Module
+    data: ArrayDataset
+    probe: str
+    trajectory: torch.Tensor  # (T, N) recorded snapshots of the probe
+    pca: StreamingPCA  # finalised on the trajectory
+    loss_curve: np.ndarray  # full-training loss, index 0 = at initialisation, e = after epoch e
+    step_losses: np.ndarray  # minibatch losses of every step of the window
+    phases: PhaseTransition  # detected on the whole loss curve
+    window_start_epoch: int  # first epoch of the window (1-based: epoch e covers steps of epoch e)
+    window_reason: str
+    steps_per_epoch: int
+    timings: dict = field(default_factory=dict)
+
+
+def _progress(total, desc, enabled):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="epoch", leave=False)
+
+
+def capture_window(
+    cfg: CaptureConfig, progress: bool = True, data: ArrayDataset | None = None
+) -> CaptureResult:
+    """Train until the exploration phase (or ``cfg.window_start``), then record a window."""
+    cfg.validate()
+    t_start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_root, classes=cfg.classes)
+    data = data.to(device)
+    OptimConfig(cfg.optimizer, cfg.lr, cfg.batch_size).validate(len(data))
+    model = build_model(cfg.model, data.n_features, cfg.hidden).to(device)
+    probe = cfg.probe or default_probe_param(model)
+    opt = make_optimizer(model, OptimConfig(cfg.optimizer, cfg.lr, cfg.batch_size))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    steps_per_epoch = len(data) // cfg.batch_size
+
+    losses = [full_loss(model, data.x, data.y)]
+    check_finite(losses[0], 0, cfg.lr)
+    # --- phase 1: train until the window starts --------------------------------------------
+    bar = _progress(cfg.window_start or cfg.max_epochs, "fast-learning phase", progress)
+    epoch, reason = 0, ""
+    while True:
+        if cfg.window_start is not None:
+            if epoch >= cfg.window_start:
+                reason = f"window_start={cfg.window_start} given by the user"
+                break
+        elif epoch >= cfg.min_epochs:
+            ph = detect_transition(losses)
+            if ph.confirmed and epoch >= ph.transition_epoch + cfg.settle_epochs:
+                reason = (
+                    f"exploration phase: transition detected at epoch {ph.transition_epoch} "
+                    f"(-d ln L/d epoch fell from {ph.fast_rate:.3g} to <= {ph.max_slow_rate})"
+                )
+                break
+            if epoch >= cfg.max_epochs:
+                reason = (
+                    f"no transition within max_epochs={cfg.max_epochs}; the window starts "
+                    "there (pass --window-start or raise --max-epochs)"
+                )
+                log.warning(reason)
+                break
+        train_epoch(model, opt, data.x, data.y, cfg.batch_size, gen)
+        epoch += 1
+        losses.append(full_loss(model, data.x, data.y))
+        check_finite(losses[-1], epoch, cfg.lr)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+    if bar is not None:
+        bar.close()
+    t_pre = time.perf_counter()
+    window_start = epoch + 1
+    log.info("window starts at epoch %d: %s", window_start, reason)
+
+    # --- phase 2: record every step of the window ------------------------------------------
+    rec = TrajectoryRecorder(model, probe, cfg.window_epochs * steps_per_epoch)
+    rec.attach(opt)
+    step_losses = []
+    bar = _progress(cfg.window_epochs, "recording window", progress)
+    for _ in range(cfg.window_epochs):
+        step_losses.append(train_epoch(model, opt, data.x, data.y, cfg.batch_size, gen))
+        epoch += 1
+        losses.append(full_loss(model, data.x, data.y))
+        check_finite(losses[-1], epoch, cfg.lr)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    t_rec = time.perf_counter()
+    pca = rec.pca()
+    t_pca = time.perf_counter()
+    loss_curve = np.asarray(losses)
+    return CaptureResult(
+        config=cfg,
+        model=model,
+        data=data,
+        probe=probe,
+        trajectory=rec.trajectory(),
+        pca=pca,
+        loss_curve=loss_curve,
+        step_losses=torch.cat(step_losses).cpu().numpy(),
+        phases=detect_transition(loss_curve),
+        window_start_epoch=window_start,
+        window_reason=reason,
+        steps_per_epoch=steps_per_epoch,
+        timings={
+            "train_to_window_s": t_pre - t_start,
+            "window_s": t_rec - t_pre,
+            "pca_s": t_pca - t_rec,
+        },
+    )
