@@ -4,9 +4,9 @@ The full-training loss drops quickly, then slowly ("the loss L only changes very
 We make that a number: the *learning rate of the loss* r(e) = -d ln L / d epoch, estimated
 at each epoch by a robust (Theil-Sen: median of pairwise slopes) fit of ln L over the
 trailing ``window`` epochs, so single-epoch loss spikes do not matter. The transition epoch
-is the first epoch where r(e) <= ``max_slow_rate`` (default 0.05: the loss falls by less than
-5 % per epoch); the highlighted transition region of Fig S1 starts where r first falls below
-``region_factor * max_slow_rate``.
+is the first epoch from which r(e) <= ``max_slow_rate`` (default 0.05: the loss falls by less
+than 5 % per epoch) holds for ``persist`` consecutive epochs; the highlighted transition
+region of Fig S1 starts where r first falls below ``region_factor * max_slow_rate``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def detect_transition(
     *,
     window: int = 5,
     max_slow_rate: float = 0.05,
+    persist: int = 3,
     region_factor: float = 2.0,
 ) -> PhaseTransition:
     """Locate the fast-learning -> exploration transition in a per-epoch loss curve.
@@ -61,8 +62,8 @@ def detect_transition(
     Needs at least ``window + 1`` positive finite values.
     """
     L = np.asarray(losses, dtype=np.float64).ravel()
-    if window < 2:
-        raise ValueError(f"window must be >= 2 epochs, got {window}")
+    if window < 2 or persist < 1:
+        raise ValueError(f"need window >= 2 and persist >= 1, got {window}, {persist}")
     if L.size < window + 1:
         raise ValueError(
             f"phase detection needs at least {window + 1} epochs of loss, got {L.size}"
@@ -74,7 +75,10 @@ def detect_transition(
             "training diverged - lower the learning rate"
         )
     r = loss_rate(L, window)
-    slow = np.flatnonzero(r <= max_slow_rate)
+    below = np.nan_to_num(r, nan=np.inf) <= max_slow_rate
+    # the rate must stay below the threshold for ``persist`` consecutive epochs
+    run = np.convolve(below.astype(int), np.ones(persist, dtype=int), mode="valid")
+    slow = np.flatnonzero(run == persist)
     if slow.size == 0:
         fast = r[np.isfinite(r)]
         return PhaseTransition(
