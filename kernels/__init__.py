@@ -5,8 +5,37 @@ tensors and the twin elsewhere (``SGDYN_BACKEND=torch|triton`` or :func:`use_bac
 forces one).
 """
 
+from .capture_hooks import (
+    collect_layer_io,
+    per_sample_grad_norms,
+    per_sample_grads,
+    per_sample_projections,
+)
 from .dispatch import backend_for, use_backend
+from .per_sample import (
+    conv2d_per_sample_grads,
+    conv2d_projections,
+    linear_grad_norms,
+    linear_per_sample_grads,
+    linear_projections,
+)
+from .sketch_pca import SketchPCA
 from .streaming_pca import StreamingPCA
 from .trajectory import TrajectoryBuffer
 
-__all__ = ["StreamingPCA", "TrajectoryBuffer", "backend_for", "use_backend"]
+__all__ = [
+    "SketchPCA",
+    "StreamingPCA",
+    "TrajectoryBuffer",
+    "backend_for",
+    "collect_layer_io",
+    "conv2d_per_sample_grads",
+    "conv2d_projections",
+    "linear_grad_norms",
+    "linear_per_sample_grads",
+    "linear_projections",
+    "per_sample_grad_norms",
+    "per_sample_grads",
+    "per_sample_projections",
+    "use_backend",
+]

@@ -7,13 +7,44 @@ step, no host synchronisation). When the window ends, :meth:`pca` fits the strea
 estimator (:class:`~sgdyn.kernels.StreamingPCA`) on the recorded snapshots; with
 ``keep_trajectory=False`` snapshots are instead merged into the estimator every ``chunk``
 steps and only O(N^2) memory is kept.
+
+For large layers (N x N does not fit) the recorder switches to the Frequent-Directions
+sketch (:class:`~sgdyn.kernels.SketchPCA`, O(ell N) memory, documented error bound):
+``estimator="auto"`` (default) picks the exact estimator up to ``EXACT_MAX_FEATURES``
+features and the sketch above; ``"exact"``, ``"sketch"`` or any object with
+``reset``/``partial_fit``/``finalize`` force one. On CUDA the estimators' batch updates run
+as Triton kernels (:mod:`sgdyn.kernels.dispatch`).
 """
 
 from __future__ import annotations
 
 import torch
-from sgdyn.kernels import StreamingPCA, TrajectoryBuffer
 from torch import nn
+
+from sgdyn.kernels import SketchPCA, StreamingPCA, TrajectoryBuffer
+
+# Above this many features the exact N x N scatter (float64) would exceed ~2 GiB.
+EXACT_MAX_FEATURES = 16384
+
+
+def make_estimator(estimator, n_features: int, sketch_size: int | None = None):
+    """The PCA estimator for ``n_features``: ``"auto"``, ``"exact"``, ``"sketch"`` or an
+    estimator object (returned as is)."""
+    if not isinstance(estimator, str):
+        missing = [m for m in ("reset", "partial_fit", "finalize") if not hasattr(estimator, m)]
+        if missing:
+            raise TypeError(
+                f"estimator object lacks {missing}; pass 'auto', 'exact', 'sketch' or a "
+                "StreamingPCA/SketchPCA instance"
+            )
+        return estimator
+    if estimator == "auto":
+        estimator = "exact" if n_features <= EXACT_MAX_FEATURES else "sketch"
+    if estimator == "exact":
+        return StreamingPCA()
+    if estimator == "sketch":
+        return SketchPCA(sketch_size=sketch_size if sketch_size is not None else 128)
+    raise ValueError(f"estimator must be 'auto', 'exact', 'sketch' or an object, got {estimator!r}")
 
 
 class TrajectoryRecorder:
@@ -28,6 +59,8 @@ class TrajectoryRecorder:
         keep_trajectory: bool = True,
         chunk: int = 256,
         dtype: torch.dtype = torch.float32,
+        estimator="auto",
+        sketch_size: int | None = None,
     ):
         names = [names] if isinstance(names, str) else list(names)
         params = dict(model.named_parameters())
@@ -45,7 +78,7 @@ class TrajectoryRecorder:
         device = self.params[0].device
         cap = n_steps if keep_trajectory else min(chunk, n_steps)
         self.buffer = TrajectoryBuffer(cap, self.n_features, device=device, dtype=dtype)
-        self.estimator = StreamingPCA()
+        self.estimator = make_estimator(estimator, self.n_features, sketch_size)
         self.n_recorded = 0
         self._handle = None
 
@@ -92,8 +125,8 @@ class TrajectoryRecorder:
             raise RuntimeError("keep_trajectory=False: only the PCA moments were kept")
         return self.buffer.view()
 
-    def pca(self) -> StreamingPCA:
-        """Fit and return the streaming PCA estimator on everything recorded."""
+    def pca(self) -> StreamingPCA | SketchPCA:
+        """Fit and return the PCA estimator (exact or sketched) on everything recorded."""
         if self.n_recorded < 2:
             raise ValueError(f"only {self.n_recorded} snapshots recorded; a PCA needs >= 2")
         est = self.estimator
