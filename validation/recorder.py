@@ -84,7 +84,8 @@ class TrajectoryRecorder:
 
     # -- attaching -------------------------------------------------------------------------
     def attach(self, optimizer: torch.optim.Optimizer) -> TrajectoryRecorder:
-        """Record after every ``optimizer.step()`` until the window is full."""
+        """Record after every ``optimizer.step()`` until the window is full (afterwards the
+        hook does nothing; :meth:`detach` removes it)."""
         self._handle = optimizer.register_step_post_hook(lambda *_: self.record())
         return self
 
@@ -107,16 +108,15 @@ class TrajectoryRecorder:
 
     @torch.no_grad()
     def record(self) -> None:
+        # Once the window is full the hook is a no-op: removing it here, inside the
+        # optimizer's own loop over its hooks, would mutate that dict mid-iteration.
         if self.done:
-            self.detach()
             return
         if self.buffer.full:  # streaming mode: merge the chunk and reuse the buffer
             self.estimator.partial_fit(self.buffer.view())
             self.buffer.clear()
         self.buffer.append(self.snapshot())
         self.n_recorded += 1
-        if self.done:
-            self.detach()
 
     # -- results ---------------------------------------------------------------------------
     def trajectory(self) -> torch.Tensor:
