@@ -24,7 +24,7 @@ def paper_like(
     F_max: float = 10.0,
     c_M: float = 0.5,
     cv_M: float = 0.2,
-    off_frac: float = 0.1,
+    off_frac: float = 0.02,
     theta1_0: float = 0.5,
     L0: float = 1e-2,
     L0_cv: float = 0.3,
@@ -32,7 +32,7 @@ def paper_like(
     """Paper-like ensemble (see module docstring).
 
     ``off_frac`` sets sigma_off so that the off-diagonal sum of Eq 10 is about that fraction
-    of the mean M_ii (it shifts the minima, Eq 11, and couples modes).
+    of each M_ii (it shifts the minima, Eq 11, and couples modes).
     """
     if N < 3:
         raise ValueError(f"paper-like preset needs N >= 3, got {N}")
@@ -46,20 +46,23 @@ def paper_like(
     M_target = 8.0 / F**2
     M0 = c_M * M_target
     sM = cv_M * M0
-    # sigma_off from the size of the off-diagonal sum relative to mean M_ii
+    # off-diagonal profile s_i ∝ sqrt(M0_i): keeps every term of Eq 10 ∝ M_ii and
+    # sigma~_theta,i ∝ F_i (Eq 11), and M^mu stays positive definite with high probability
+    r = np.sqrt(M0 / M0.max())
     sT2 = (1 - c_M - off_frac) * M_target / (M0**2 + sM**2)
-    sigma_off = float(np.sqrt(off_frac * M_target.mean() / max(sT2.sum(), 1e-300)))
-    s = np.full(N, sigma_off)
-    for _ in range(50):  # fixed point: M_ii(sigma_theta) = M_target
+    sigma_off = 0.0
+    for _ in range(100):  # fixed point: M_ii(sigma_theta) = M_target (Eq 10)
         w = sT2.copy()
         w[0] += theta1_0**2
-        off = offdiag_weighted_sum(s, w)
+        sigma_off = (off_frac * M0.max() / (c_M * np.sum(r**2 * w))) ** 0.25
+        off = offdiag_weighted_sum(sigma_off * r, w)
         sT2 = np.clip(M_target - M0 - off, 1e-12, None) / (M0**2 + sM**2)
     spec = MLFEnsembleSpec(
         M0=M0,
         sigma_M=sM,
         sigma_theta=np.sqrt(sT2),
         sigma_off=sigma_off,
+        off_profile=r,
         theta1_0=theta1_0,
         L0=L0,
         L0_cv=L0_cv,
