@@ -160,7 +160,7 @@ def sample_dense(
     Z = torch.triu(Z, 1)
     Z = Z + Z.transpose(1, 2)
     s = torch.as_tensor(spec.s)
-    M = Z * s[:, None] * s[None, :]
+    M = Z * (s[:, None] * s[None, :])
     diag = torch.as_tensor(spec.M0) + torch.as_tensor(spec.sigma_M) * torch.randn(
         n, N, generator=g, dtype=torch.float64
     )

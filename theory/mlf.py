@@ -24,6 +24,7 @@ from .powerlaw import fit_power_law
 __all__ = [
     "averaged_curvature",
     "averaged_loss",
+    "averaged_loss_minimum",
     "curvature_from_flatness",
     "diffusion_constant",
     "drift_velocity",
@@ -117,6 +118,12 @@ def averaged_loss(theta, L0, M0, M, theta1_0: float = 0.0) -> np.ndarray:
     th, M0, M = _arr(theta), _arr(M0), _arr(M)
     expo = -M0[0] * float(theta1_0) * th[..., 0] + 0.5 * (M * th**2).sum(-1)
     return float(L0) * np.exp(expo)
+
+
+def averaged_loss_minimum(L0, M0_11, M_11, theta1_0: float = 0.0) -> float:
+    """Minimum of Eq 10's L: L0 exp(-(M0_11 theta1^(0))^2 / (2 M_11)), at theta_1 =
+    M0_11 theta1^(0) / M_11 (the linear PC1 term shifts the minimum off w0 = 0)."""
+    return float(L0) * float(np.exp(-((float(M0_11) * float(theta1_0)) ** 2) / (2 * float(M_11))))
 
 
 def exact_mode_profile(
@@ -319,7 +326,7 @@ def window_variances(D, tau, T: int, **kw) -> dict:
     ``diffusive`` = D (T^2 - 1) / (6 T) (T << tau), ``stationary`` = D / (1 - rho^2)
     (T >> tau), ``exact`` = :func:`ou_window_variance` (kwargs passed on).
     """
-    D, tau = _arr(D), _arr(tau)
+    D, tau = np.broadcast_arrays(_arr(D), _arr(tau))
     rho = 1.0 - 1.0 / tau
     return {
         "exact": ou_window_variance(D, tau, T, **kw),
@@ -337,7 +344,8 @@ def predicted_psi(variances, F, **kw):
 def equilibrium_variance(temperature, L0, M, *, alpha=None) -> np.ndarray:
     """Eq 16: Boltzmann variance of theta_i in L = L0 (1 + M_ii theta_i^2 / 2 + ...).
 
-    sigma_i^2 = T / (L0 M_ii) = T F_i^2 / (8 L0), proportional to T F_i^2. With ``alpha``
+    sigma_i^2 = T / (L0 M_ii) = T F_i^2 / (8 L0), proportional to T F_i^2. ``L0`` is the
+    loss at the minimum (:func:`averaged_loss_minimum` when theta1^(0) != 0). With ``alpha``
     the exact stationary variance of the discrete Langevin update theta <- theta - alpha
     grad L + sqrt(2 alpha T) xi is returned, T / (L0 M_ii (1 - alpha L0 M_ii / 2)).
     """

@@ -200,7 +200,8 @@ def run_study(cfg: SimStudyConfig, progress: bool = True):
                   seed=cfg.seed + 3, device=device,
                   record_every=rec_every, progress=progress)  # fmt: skip
     var_eq = _window_var(eq.theta[burn // rec_every :])
-    pred_eq = mlf.equilibrium_variance(cfg.temperature, spec.L0, M, alpha=a_s)
+    Lmin = mlf.averaged_loss_minimum(spec.L0, spec.M0[0], M[0], spec.theta1_0)
+    pred_eq = mlf.equilibrium_variance(cfg.temperature, Lmin, M, alpha=a_s)
     psi_eq = variance_flatness_exponent(var_eq[diff], F[diff])
     summary["checks"]["equilibrium_var_over_eq16"] = _ratio_stats(var_eq[diff] / pred_eq[diff])
     arrays.update(var_equilibrium=var_eq, pred_equilibrium=pred_eq)
