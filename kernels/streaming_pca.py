@@ -41,6 +41,7 @@ class StreamingPCA:
         self.reset()
 
     def reset(self) -> StreamingPCA:
+        self._svd = None
         self.n_samples_seen_ = 0
         self.mean_: torch.Tensor | None = None
         self.m2_: torch.Tensor | None = None
@@ -59,6 +60,7 @@ class StreamingPCA:
         if nb == 0:
             return self
         mean_b, m2_b = batch_moments(X.to(self.dtype))
+        self._materialise_m2()
         if self.mean_ is None:
             self.mean_, self.m2_, self.n_samples_seen_ = mean_b, m2_b, nb
             return self
@@ -72,9 +74,27 @@ class StreamingPCA:
         return self
 
     def fit(self, X: torch.Tensor) -> StreamingPCA:
-        return self.reset().partial_fit(X).finalize()
+        """Fit on one block of snapshots and finalize.
+
+        With fewer snapshots than features (a 1,000-step window of 2,500 weights) the exact
+        answer comes from the thin SVD of the centred block, which is cheaper than the N x N
+        eigendecomposition; the moments stay available for later ``partial_fit`` calls.
+        """
+        X = self._check(X)
+        self.reset()
+        n, N = X.shape
+        if n < 2 or n >= N:
+            return self.partial_fit(X).finalize()
+        Xd = X.to(self.dtype)
+        mean = Xd.mean(dim=0)
+        _, S, Vh = torch.linalg.svd(Xd - mean, full_matrices=False)
+        self.mean_, self.n_samples_seen_ = mean, n
+        self.m2_ = None
+        self._svd = (S, Vh)
+        return self._set_components(S**2 / (n - 1), Vh, float((S**2).sum()) / (n - 1))
 
     def covariance(self) -> torch.Tensor:
+        self._materialise_m2()
         if self.n_samples_seen_ < 2:
             raise ValueError(
                 f"PCA needs at least 2 snapshots, got {self.n_samples_seen_}; "
@@ -82,27 +102,39 @@ class StreamingPCA:
             )
         return self.m2_ / (self.n_samples_seen_ - 1)
 
+    def _materialise_m2(self) -> None:
+        if self._svd is not None:
+            S, Vh = self._svd
+            self.m2_ = (Vh.T * S**2) @ Vh  # M2 = V S^2 V^T, exact
+            self._svd = None
+
     def finalize(self) -> StreamingPCA:
         """Eigen-decompose the covariance; components sorted by decreasing variance.
 
         Signs follow scikit-learn's convention (the largest-magnitude entry of each
         component is positive) so results are reproducible across backends.
         """
+        if self._svd is not None:
+            return self
         cov = self.covariance()
         evals, evecs = torch.linalg.eigh(cov)
-        evals = evals.flip(0).clamp_min(0.0)
-        evecs = evecs.flip(1).T.contiguous()  # (N, N), rows are components
-        k = self.n_components or evals.shape[0]
-        if k > evals.shape[0]:
-            raise ValueError(f"n_components={k} exceeds the number of features {evals.shape[0]}")
-        comps = evecs[:k]
+        return self._set_components(
+            evals.flip(0).clamp_min(0.0), evecs.flip(1).T, float(torch.trace(cov))
+        )
+
+    def _set_components(self, variances, comps, total) -> StreamingPCA:
+        k = self.n_components or variances.shape[0]
+        if k > comps.shape[1]:
+            raise ValueError(f"n_components={k} exceeds the number of features {comps.shape[1]}")
+        k = min(k, variances.shape[0])
+        comps = comps[:k]
         idx = comps.abs().argmax(dim=1)
         signs = torch.sign(comps[torch.arange(k, device=comps.device), idx])
         signs[signs == 0] = 1
-        self.components_ = comps * signs[:, None]
-        self.explained_variance_ = evals[:k]
-        self.total_variance_ = float(torch.trace(cov))
-        self.explained_variance_ratio_ = self.explained_variance_ / self.total_variance_
+        self.components_ = (comps * signs[:, None]).contiguous()
+        self.explained_variance_ = variances[:k]
+        self.total_variance_ = total
+        self.explained_variance_ratio_ = self.explained_variance_ / total
         return self
 
     def transform(self, X: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ def test_records_every_step_then_detaches():
         if len(expected) < 5:
             expected.append(torch.cat([model[0].weight.reshape(-1), model[2].bias]).clone())
     traj = rec.trajectory()
-    assert traj.shape == (5, 12)
+    assert traj.shape == (5, 14)
     assert torch.equal(traj, torch.stack(expected))
     assert rec.done
 

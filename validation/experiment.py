@@ -133,10 +133,10 @@ def capture_window(
                 )
                 log.warning(reason)
                 break
-        train_epoch(model, opt, data.x, data.y, cfg.batch_size, gen)
+        step_losses = train_epoch(model, opt, data.x, data.y, cfg.batch_size, gen)
         epoch += 1
         losses.append(full_loss(model, data.x, data.y))
-        check_finite(losses[-1], epoch, cfg.lr)
+        check_finite(max(losses[-1], float(step_losses.max())), epoch, cfg.lr, losses[0])
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
@@ -149,13 +149,13 @@ def capture_window(
     # --- phase 2: record every step of the window ------------------------------------------
     rec = TrajectoryRecorder(model, probe, cfg.window_epochs * steps_per_epoch)
     rec.attach(opt)
-    step_losses = []
+    step_losses: list[torch.Tensor] = []
     bar = _progress(cfg.window_epochs, "recording window", progress)
     for _ in range(cfg.window_epochs):
         step_losses.append(train_epoch(model, opt, data.x, data.y, cfg.batch_size, gen))
         epoch += 1
         losses.append(full_loss(model, data.x, data.y))
-        check_finite(losses[-1], epoch, cfg.lr)
+        check_finite(max(losses[-1], float(step_losses[-1].max())), epoch, cfg.lr, losses[0])
         if bar is not None:
             bar.update(1)
     if bar is not None:

@@ -131,8 +131,8 @@ class TrajectoryRecorder:
             raise ValueError(f"only {self.n_recorded} snapshots recorded; a PCA needs >= 2")
         est = self.estimator
         if self.keep_trajectory:
-            est.reset().partial_fit(self.buffer.view())
-        elif self.buffer.n:
+            return est.fit(self.buffer.view())
+        if self.buffer.n:
             est.partial_fit(self.buffer.view())
             self.buffer.clear()
         return est.finalize()

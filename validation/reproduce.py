@@ -126,6 +126,11 @@ def analyse_capture(res: CaptureResult, cfg: ReproduceConfig) -> tuple[dict, dic
     """Fig 1 and Fig S1 numbers (summary dict) and arrays from a captured window."""
     T = res.trajectory.shape[0]
     var = res.pca.explained_variance_.cpu().numpy()[: T - 1]  # rank <= T-1
+    if not res.pca.total_variance_ > 0:
+        raise RuntimeError(
+            f"the probed weights {res.probe} did not move during the window (dead ReLUs after "
+            "a too-large learning rate?); lower --lr or choose another --probe"
+        )
     spec = spectrum_summary(var, rank_range=cfg.rank_range)
     lo, hi = cfg.rank_range
     fit = fit_power_law(np.arange(1, var.size + 1), var, x_range=(lo, min(hi, var.size)))

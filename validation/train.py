@@ -99,9 +99,12 @@ def train_epoch(
     return losses
 
 
-def check_finite(loss: float, epoch: int, lr: float) -> None:
-    if not math.isfinite(loss) or loss > 1e6:
+def check_finite(loss: float, epoch: int, lr: float, initial: float | None = None) -> None:
+    """Raise :class:`DivergenceError` for a NaN/Inf loss or one 10x above its initial value."""
+    limit = 1e6 if initial is None else 10.0 * max(initial, 1e-3)
+    if not math.isfinite(loss) or loss > limit:
         raise DivergenceError(
-            f"training diverged at epoch {epoch} (full loss {loss}); lower the learning rate "
-            f"(now {lr}) or the batch-size-to-rate ratio"
+            f"training diverged at epoch {epoch} (loss reached {loss:.4g}, initial "
+            f"{initial if initial is None else f'{initial:.4g}'}); lower the learning rate "
+            f"(now {lr}) or raise the batch size"
         )

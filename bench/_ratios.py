@@ -1,0 +1,38 @@
+"""Tiny helper for benchmarks: keep medians measured in this run and print ratios."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+MEDIANS: dict[str, float] = {}
+
+
+def record(name: str, benchmark) -> float:
+    med = float(benchmark.stats.stats.median)
+    MEDIANS[name] = med
+    return med
+
+
+def report(capsys, title: str, rows: list[tuple[str, str, str]], extra: dict | None = None) -> dict:
+    """Print ``baseline / candidate`` speed ratios (>1: candidate faster) and save JSON."""
+    out = {"title": title, "ratios": {}, "medians_s": dict(MEDIANS), **(extra or {})}
+    lines = [f"\n== {title} =="]
+    for label, cand, base in rows:
+        if cand in MEDIANS and base in MEDIANS:
+            r = MEDIANS[base] / MEDIANS[cand]
+            out["ratios"][label] = r
+            lines.append(
+                f"{label}: {r:.3g}x  ({base} {MEDIANS[base]:.4g}s / {cand} {MEDIANS[cand]:.4g}s)"
+            )
+    for k, v in (extra or {}).items():
+        lines.append(f"{k}: {v}")
+    with capsys.disabled():
+        print("\n".join(lines))
+    dest = os.environ.get("SGDYN_BENCH_JSON_DIR")
+    if dest:
+        Path(dest).mkdir(parents=True, exist_ok=True)
+        slug = title.lower().replace(" ", "_").replace("/", "_")
+        (Path(dest) / f"{slug}.json").write_text(json.dumps(out, indent=2))
+    return out

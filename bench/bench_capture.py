@@ -1,0 +1,68 @@
+"""Trajectory capture overhead: one training epoch with the recorder vs without.
+
+Target (issue 2): <= 25 % overhead on CPU, <= 5 % on GPU. Run:
+    pytest bench/bench_capture.py --benchmark-only -q
+"""
+
+import pytest
+import torch
+from _ratios import record, report
+
+from sgdyn.validation.data import load_dataset
+from sgdyn.validation.models import build_model
+from sgdyn.validation.recorder import TrajectoryRecorder
+from sgdyn.validation.train import OptimConfig, make_optimizer, train_epoch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(scope="module")
+def setup():
+    data = load_dataset("mnist5k").to(DEVICE)
+    torch.manual_seed(0)
+    model = build_model("mlp", 784).to(DEVICE)
+    opt = make_optimizer(model, OptimConfig())
+    return data, model, opt
+
+
+def _epoch(setup, capture: bool, stream: bool = False):
+    data, model, opt = setup
+    gen = torch.Generator().manual_seed(0)
+    rec = None
+    if capture:
+        steps = len(data) // 50
+        rec = TrajectoryRecorder(model, "layers.1.weight", steps, keep_trajectory=not stream)
+        rec.attach(opt)
+    train_epoch(model, opt, data.x, data.y, 50, gen)
+    if rec is not None and stream:
+        rec.pca()  # streaming mode: the moments are merged as the window goes
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def test_epoch_plain(benchmark, setup):
+    benchmark.pedantic(_epoch, args=(setup, False), rounds=15, warmup_rounds=2)
+    record("plain", benchmark)
+
+
+def test_epoch_with_capture(benchmark, setup):
+    benchmark.pedantic(_epoch, args=(setup, True), rounds=15, warmup_rounds=2)
+    record("capture", benchmark)
+
+
+def test_epoch_with_streaming_pca(benchmark, setup):
+    benchmark.pedantic(_epoch, args=(setup, True, True), rounds=8, warmup_rounds=1)
+    record("capture+stream", benchmark)
+
+
+def test_report(capsys):
+    from _ratios import MEDIANS
+
+    extra = {"device": DEVICE}
+    if "plain" in MEDIANS and "capture" in MEDIANS:
+        extra["capture_overhead_pct"] = 100 * (MEDIANS["capture"] / MEDIANS["plain"] - 1)
+    if "plain" in MEDIANS and "capture+stream" in MEDIANS:
+        extra["capture_with_streaming_pca_overhead_pct"] = 100 * (
+            MEDIANS["capture+stream"] / MEDIANS["plain"] - 1
+        )
+    report(capsys, "capture overhead", [], extra)
