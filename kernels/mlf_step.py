@@ -108,23 +108,18 @@ def _blocked_apply(Zfn, X, M0, sigma_M, s, block):
     U = torch.zeros_like(X)
     dt = X.dtype
     s = s.to(dt)
+    M0, sigma_M = M0.to(dt), sigma_M.to(dt)
     for a in range(0, N, block):
         b = min(a + block, N)
         Z = Zfn(b - a, N - a).to(dt)  # (B or 1, b-a, N-a): rows a..b, cols a..N
-        blk = Z * (s[a:b, None] * s[None, a:])
-        loc = torch.arange(b - a, device=X.device)
-        jj = torch.arange(N - a, device=X.device)
-        upper = jj[None, :] > loc[:, None]
-        diag = jj[None, :] == loc[:, None]
-        dvals = M0[a:b].to(dt)[:, None] + sigma_M[a:b].to(dt)[:, None] * Z
-        strict = torch.where(upper, blk, torch.zeros((), dtype=dt, device=X.device))
-        full = strict + torch.where(diag, dvals, torch.zeros((), dtype=dt, device=X.device))
-        U[:, a:b] += torch.matmul(full, X[:, a:])
+        dvals = M0[a:b] + sigma_M[a:b] * torch.diagonal(Z, dim1=-2, dim2=-1)  # (B|1, b-a)
+        strict = torch.triu(Z * (s[a:b, None] * s[None, a:]), 1)  # j > i only
+        U[:, a:b] += torch.matmul(strict, X[:, a:]) + dvals[..., None] * X[:, a:b]
         U[:, a:] += torch.matmul(strict.transpose(-1, -2), X[:, a:b])
     return U
 
 
-def mlf_matvec2_blocked(keys, x, y, M0, sigma_M, s, *, fresh_generator=None, block=128):
+def mlf_matvec2_blocked(keys, x, y, M0, sigma_M, s, *, fresh_generator=None, block=256):
     """Blocked CPU path (see module docstring). O(block N) memory.
 
     With ``fresh_generator`` (a torch.Generator) every replica gets an independent matrix
