@@ -105,11 +105,28 @@ def linear_projections(a: torch.Tensor, delta: torch.Tensor, P: torch.Tensor) ->
 
 
 def linear_projections_torch(a: torch.Tensor, delta: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
-    """Plain-torch twin: per-sample gradients in bounded chunks, then one GEMM with P^T."""
+    """Plain-torch twin. Many directions: per-sample gradients in bounded chunks, then one
+    GEMM with P^T. Few directions (2 K min(d_in, d_out) <= d_out d_in, no positions):
+    (delta @ P_k) . a through one GEMM and one batched dot, no per-sample gradients."""
     a, delta = _check_io(a, delta)
     S, d_in, d_out = a.shape[0], a.shape[-1], delta.shape[-1]
     Pt = flat_directions(P, d_out, d_in).to(device=a.device, dtype=a.dtype).T
-    out = torch.empty(S, Pt.shape[1], device=a.device, dtype=a.dtype)
+    K = Pt.shape[1]
+    out = torch.empty(S, K, device=a.device, dtype=a.dtype)
+    d_min = min(d_in, d_out)
+    if a.ndim == 2 and 2 * K * d_min <= d_out * d_in:
+        # few directions: contract one side first, (S, K, min(d_in, d_out)) intermediate,
+        # cheaper in memory traffic than the (S, d_out d_in) per-sample gradients
+        P3 = Pt.T.reshape(K, d_out, d_in)
+        if d_in <= d_out:
+            left, right, Pm = delta, a, P3.permute(1, 0, 2).reshape(d_out, K * d_in)
+        else:
+            left, right, Pm = a, delta, P3.permute(2, 0, 1).reshape(d_in, K * d_out)
+        step = _chunk_rows(S, K * d_min)
+        for s in range(0, S, step):
+            t = (left[s : s + step] @ Pm).view(-1, K, d_min)
+            out[s : s + step] = torch.bmm(t, right[s : s + step, :, None])[:, :, 0]
+        return out
     step = _chunk_rows(S, d_out * d_in)
     for s in range(0, S, step):
         g = _grads_chunk(a[s : s + step], delta[s : s + step])

@@ -158,7 +158,7 @@ def test_dispatch_forces_triton(monkeypatch):
         return orig(*args, **kw)
 
     monkeypatch.setattr(per_sample_triton, "linear_projections_triton", spy)
-    a, d, P = torch.randn(9, 4), torch.randn(9, 3), torch.randn(2, 3, 4)
+    a, d, P = (torch.randn(*sh).to(DEV) for sh in ((9, 4), (9, 3), (2, 3, 4)))
     with dispatch.use_backend("torch"):
         ref = linear_projections(a, d, P)
     assert not calls
@@ -230,10 +230,10 @@ def test_mlp_matches_torch_func(param):
 @needs_triton
 def test_mlp_projections_through_triton():
     torch.manual_seed(1)
-    model = MLP()
-    x, y = _mnist_like(19, seed=1)
+    model = MLP().to(DEV)
+    x, y = (t.to(DEV) for t in _mnist_like(19, seed=1))
     ref = func_per_sample_grads(model, "layers.1.weight", x, y)
-    P = torch.randn(3, 50, 50)
+    P = torch.randn(3, 50, 50, device=DEV)
     with dispatch.use_backend("triton"):
         got = per_sample_projections(model, "layers.1.weight", x, y, P)
     torch.testing.assert_close(got, torch.einsum("sij,kij->sk", ref, P), rtol=1e-4, atol=1e-5)
@@ -344,3 +344,15 @@ def test_inplace_activation_after_layer():
     x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
     ref = func_per_sample_grads(model, "0.weight", x, y)
     torch.testing.assert_close(per_sample_grads(model, "0", x, y), ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("d_out,d_in", [(20, 6), (6, 20)])
+@pytest.mark.parametrize("K", [1, 2, 40])
+def test_twin_routes_agree(d_out, d_in, K, monkeypatch):
+    """Both twin routes (few / many directions, either side contracted first) and chunking."""
+    monkeypatch.setattr(per_sample, "_CHUNK_ELEMS", 97)
+    g = torch.Generator().manual_seed(K)
+    a, d = torch.randn(23, d_in, generator=g), torch.randn(23, d_out, generator=g)
+    P = torch.randn(K, d_out, d_in, generator=g)
+    ref = ref_projections(a, d, P)
+    torch.testing.assert_close(linear_projections_torch(a, d, P).double(), ref, **tol32(ref))
