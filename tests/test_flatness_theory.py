@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from sgdyn.theory.flatness import (
     flatness_e_width,
     flatness_quadratic_fit,
