@@ -6,6 +6,14 @@ on a simulated random-landscape trajectory.
 """
 
 from .dynamics import DriftDiffusion, drift_diffusion, velocity_autocorrelation
+from .flatness import (
+    EWidthResult,
+    QuadFitResult,
+    VarianceFlatnessFit,
+    flatness_e_width,
+    flatness_quadratic_fit,
+    variance_flatness_exponent,
+)
 from .phases import PhaseTransition, detect_transition
 from .powerlaw import PowerLawFit, fit_power_law
 from .spectrum import (
@@ -16,6 +24,12 @@ from .spectrum import (
 )
 
 __all__ = [
+    "EWidthResult",
+    "QuadFitResult",
+    "VarianceFlatnessFit",
+    "flatness_e_width",
+    "flatness_quadratic_fit",
+    "variance_flatness_exponent",
     "DriftDiffusion",
     "PhaseTransition",
     "PowerLawFit",
