@@ -70,7 +70,8 @@ def test_blocked_product_equals_dense_for_the_same_numbers(params):
     g = torch.Generator().manual_seed(1)
     Z = torch.randn(N, N, generator=g, dtype=torch.float64)
     Zs = torch.triu(Z) + torch.triu(Z, 1).T
-    M = Zs * (s[:, None] * s[None, :]).double()
+    sd = s.double()
+    M = Zs * (sd[:, None] * sd[None, :])
     M.diagonal().copy_(M0.double() + sM.double() * Zs.diagonal())
     X = torch.randn(2, N, 3, dtype=torch.float64)
     pos = [0]
