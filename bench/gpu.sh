@@ -43,7 +43,10 @@ step install 120 "$PY" -m pip install --no-deps --no-build-isolation -q -e .
 step tests_kernels 150 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_kernels_per_sample.py \
   tests/test_kernels_pca.py
 BENCH=(bench/bench_kernels_projections.py bench/bench_kernels_pca.py)
-for f in bench/bench_simulator.py bench/bench_capture.py bench/bench_pca_window.py; do
+# simulator: matrix-free Philox step vs a dense torch loop at GPU sizes (issue 5)
+[ -f bench/bench_simulator.py ] && step bench_simulator_gpu 150 "$PY" bench/bench_simulator.py \
+  --device cuda --N 2500 --N 20000 --replicas 64
+for f in bench/bench_capture.py bench/bench_pca_window.py; do
   [ -f "$f" ] && BENCH+=("$f")
 done
 for f in "${BENCH[@]}"; do

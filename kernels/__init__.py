@@ -12,6 +12,7 @@ from .capture_hooks import (
     per_sample_projections,
 )
 from .dispatch import backend_for, use_backend
+from .mlf_step import mlf_matvec2, philox_keys
 from .per_sample import (
     conv2d_per_sample_grads,
     conv2d_projections,
@@ -34,8 +35,10 @@ __all__ = [
     "linear_grad_norms",
     "linear_per_sample_grads",
     "linear_projections",
+    "mlf_matvec2",
     "per_sample_grad_norms",
     "per_sample_grads",
     "per_sample_projections",
+    "philox_keys",
     "use_backend",
 ]

@@ -5,6 +5,7 @@ plain numbers / dataclasses, so the same estimators run on a real network's traj
 on a simulated random-landscape trajectory.
 """
 
+from . import mlf
 from .dynamics import DriftDiffusion, drift_diffusion, velocity_autocorrelation
 from .flatness import (
     EWidthResult,
@@ -36,6 +37,7 @@ __all__ = [
     "SpectrumSummary",
     "cumulative_variance_excl_pc1",
     "detect_transition",
+    "mlf",
     "drift_diffusion",
     "fit_power_law",
     "n_for_fraction",
