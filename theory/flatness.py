@@ -90,27 +90,47 @@ def flatness_e_width(
     tol: float = 1e-4,
     max_iter: int = 60,
     on_unbounded: str = "raise",
+    method: str = "interp",
 ) -> EWidthResult:
     """Flatness F_i as the width of the region where L_i <= ``factor`` * L0 (Sec III).
 
     ``profile_fn(amplitudes)`` takes an array (n_dirs,) and returns the losses (n_dirs,)
     with direction k evaluated at ``amplitudes[k]``. Each side (negative, positive) is
-    solved for all directions at once: bracket by doubling the step from ``init_step``
-    until the loss reaches the threshold (or the step exceeds ``max_amplitude``), then
-    bisect until the bracket is below ``tol`` relative to the crossing (``hi - lo <= tol *
-    hi``), at most ``max_iter`` bisections. Assumes L_i(0) = L0 < threshold; the first
-    crossing outward from 0 is found.
+    solved for all directions at once, in two phases:
 
-    A non-finite loss raises ``ValueError``. A direction whose profile stays below the
-    threshold up to ``max_amplitude`` raises ``ValueError`` (``on_unbounded="raise"``) or is
-    flagged with NaN width, ``converged=False`` and a message (``"flag"``). The call count
-    is bounded by 2 * (log2(max_amplitude / init_step) + 2 + max_iter): it never hangs.
+    1. bracket: probe ``init_step``, then grow the probe until the loss reaches the
+       threshold (or the probe reaches ``max_amplitude``);
+    2. refine the bracket [lo, hi] until ``hi - lo <= tol * hi`` (``tol`` is relative to
+       the crossing), at most ``max_iter`` refinement probes. The result is a point of the
+       final bracket, so it is within ``tol`` (relative) of the true crossing.
+
+    ``method="interp"`` (default) works on g(x) = ln L - ln(factor L0) against x = a^2, which
+    is a straight line for Eq 7's exp-of-quadratic profile: bracketing probes the secant
+    prediction of the root (through the last two points, the first being a = 0 with
+    ln L0) overshot by tol/2 and clipped to [1+tol, 8] times the last probe (to [2, 8]
+    after three predictions fell short; plain doubling where the secant does not rise);
+    refinement takes the regula-falsi point of [lo, hi] in x, shifted by 0.4 tol towards
+    the endpoint farther from it so that both ends close in (exact profiles finish in one
+    or two probes), and bisects whenever the last two probes did not halve the bracket.
+    The answer is the regula-falsi point of the final bracket. ``method="bisect"``:
+    doubling from ``init_step`` then bisection, answer the bracket midpoint (the classic
+    scheme; several times more probes).
+
+    Assumes L_i(0) = L0 < threshold; the first crossing outward from 0 is found (jumps of
+    at most 8x per bracketing probe can step over a crossing followed by a dip below the
+    threshold, as doubling can). A non-finite loss raises ``ValueError``. A direction
+    whose profile stays below the threshold up to ``max_amplitude`` raises ``ValueError``
+    (``on_unbounded="raise"``) or is flagged with NaN width, ``converged=False`` and a
+    message (``"flag"``). The call count is bounded by 2 * (log2(max_amplitude /
+    init_step) + 5 + max_iter): it never hangs.
     """
     n_dirs = int(n_dirs)
     if n_dirs < 1:
         raise ValueError(f"n_dirs must be >= 1, got {n_dirs}")
     if on_unbounded not in ("raise", "flag"):
         raise ValueError(f"on_unbounded must be 'raise' or 'flag', got {on_unbounded!r}")
+    if method not in ("interp", "bisect"):
+        raise ValueError(f"method must be 'interp' or 'bisect', got {method!r}")
     if not (init_step > 0 and max_amplitude >= init_step and np.isfinite(max_amplitude)):
         raise ValueError(
             f"need 0 < init_step <= max_amplitude < inf, got {init_step}, {max_amplitude}"
@@ -119,10 +139,11 @@ def flatness_e_width(
         raise ValueError(f"tol is relative and must be in (0, 1), got {tol}")
     if not factor > 1:
         raise ValueError(f"factor must be > 1 (the paper uses e), got {factor}")
+    if int(max_iter) < 0:
+        raise ValueError(f"max_iter must be >= 0, got {max_iter}")
     L0 = np.broadcast_to(np.asarray(L0, dtype=np.float64), (n_dirs,))
     if not (np.isfinite(L0).all() and (L0 > 0).all()):
         raise ValueError("L0 must be positive and finite (the loss at the centre w0)")
-    thr = factor * L0
     n_evals = 0
 
     def f(a: np.ndarray) -> np.ndarray:
@@ -130,33 +151,17 @@ def flatness_e_width(
         n_evals += 1
         return _check_losses(profile_fn(a), n_dirs, a)
 
+    solve = _side_interp if method == "interp" else _side_bisect
     crossings, conv_sides, unbounded = [], [], np.zeros(n_dirs, dtype=bool)
+    start = np.full(n_dirs, float(init_step))
     for sign in (-1.0, 1.0):
-        lo = np.zeros(n_dirs)
-        hi = np.full(n_dirs, float(init_step))
-        while True:  # bracket: grow hi (doubling, capped at max_amplitude) until crossed
-            below = f(sign * hi) < thr
-            grow = below & (hi < max_amplitude)
-            if not grow.any():
-                break
-            lo = np.where(grow, hi, lo)
-            hi = np.where(grow, np.minimum(2 * hi, max_amplitude), hi)
-        side_unbounded = below  # still below the threshold at |a| = max_amplitude
-        unbounded |= side_unbounded
-        active = ~side_unbounded
-        it = 0
-        while it < max_iter:
-            todo = active & (hi - lo > tol * hi)
-            if not todo.any():
-                break
-            mid = 0.5 * (lo + hi)
-            val = f(sign * np.where(todo, mid, hi))
-            up = todo & (val >= thr)
-            hi = np.where(up, mid, hi)
-            lo = np.where(todo & ~up, mid, lo)
-            it += 1
-        conv_sides.append(active & (hi - lo <= tol * hi))
-        crossings.append(sign * 0.5 * (lo + hi))
+        x, conv, unb = solve(f, sign, n_dirs, L0, float(factor), start,
+                             float(max_amplitude), float(tol), int(max_iter))  # fmt: skip
+        if method == "interp":  # the other side starts at the mirror of this crossing
+            start = np.where(conv & (x > init_step), x, init_step)
+        crossings.append(sign * x)
+        conv_sides.append(conv)
+        unbounded |= unb
     left, right = crossings
     converged = conv_sides[0] & conv_sides[1] & ~unbounded
     width = right - left
@@ -172,8 +177,122 @@ def flatness_e_width(
             raise ValueError(message)
         width = np.where(unbounded, np.nan, width)
     elif not converged.all():
-        message = f"{int((~converged).sum())} direction(s) not bisected to tol in max_iter"
+        message = f"{int((~converged).sum())} direction(s) not refined to tol in max_iter"
     return EWidthResult(width, left, right, converged, float(tol), float(factor), n_evals, message)
+
+
+def _side_bisect(f, sign, n, L0, factor, init_step, max_amp, tol, max_iter):
+    """Doubling from ``init_step``, then bisection; crossing = bracket midpoint."""
+    thr = factor * L0
+    lo = np.zeros(n)
+    hi = np.full(n, init_step[0])
+    while True:  # bracket: grow hi (doubling, capped at max_amplitude) until crossed
+        below = f(sign * hi) < thr
+        grow = below & (hi < max_amp)
+        if not grow.any():
+            break
+        lo = np.where(grow, hi, lo)
+        hi = np.where(grow, np.minimum(2 * hi, max_amp), hi)
+    active = ~below  # still below the threshold at |a| = max_amplitude: unbounded
+    for _ in range(max_iter):
+        todo = active & (hi - lo > tol * hi)
+        if not todo.any():
+            break
+        mid = 0.5 * (lo + hi)
+        up = todo & (f(sign * np.where(todo, mid, hi)) >= thr)
+        hi = np.where(up, mid, hi)
+        lo = np.where(todo & ~up, mid, lo)
+    return 0.5 * (lo + hi), active & (hi - lo <= tol * hi), below
+
+
+def _side_interp(f, sign, n, L0, factor, start, max_amp, tol, max_iter):
+    """Secant bracketing and safeguarded secant refinement on g = ln L - ln thr vs x = a^2."""
+    lnthr = np.log(factor) + np.log(L0)
+
+    def g(a):
+        return np.log(np.maximum(f(sign * a), 1e-300)) - lnthr
+
+    # lo/hi: the bracket (g(lo) < 0 <= g(hi)); q1, q2: the last two probes (secant points)
+    lo, glo = np.zeros(n), np.full(n, -np.log(factor))  # g(0) = -ln factor
+    hi, ghi = np.full(n, np.nan), np.full(n, np.nan)
+    q1, g1, q2, g2 = lo.copy(), glo.copy(), lo.copy(), glo.copy()
+    start = np.minimum(np.broadcast_to(start, (n,)), max_amp)
+    last = start.copy()  # last amplitude asked for (repeated for finished dirs)
+    fin = 1.0 / (1.0 - 0.95 * tol)  # a probe at lo * fin (hi / fin) finishes if it crosses
+
+    def take(todo, a, ga):
+        nonlocal lo, glo, hi, ghi, q1, g1, q2, g2
+        up, dn = todo & (ga >= 0), todo & (ga < 0)
+        hi, ghi = np.where(up, a, hi), np.where(up, ga, ghi)
+        lo, glo = np.where(dn, a, lo), np.where(dn, ga, glo)
+        q2, g2 = np.where(todo, q1, q2), np.where(todo, g1, g2)
+        q1, g1 = np.where(todo, a, q1), np.where(todo, ga, g1)
+        return up, dn
+
+    # 1. bracket: first probe ``start``, then the secant's root, overshot a little
+    probe = start.copy()
+    searching = np.ones(n, dtype=bool)
+    unbounded = np.zeros(n, dtype=bool)
+    short = np.zeros(n, dtype=np.int64)  # predictions that fell short of the crossing
+    predicted = np.zeros(n, dtype=bool)  # the current probe is a prediction (not a jump)
+    while searching.any():
+        a = np.where(searching, probe, last)
+        last = a
+        _, below = take(searching, a, g(a))
+        short += below & predicted
+        unbounded |= below & (a >= max_amp)
+        searching = below & (a < max_amp)
+        if not searching.any():
+            break
+        pred = _secant(q1, g1, q2, g2)
+        ok = np.isfinite(pred) & (pred > lo)
+        pred = np.where(pred <= lo * fin, lo * fin, pred * (1 + 0.4 * tol))
+        gmin = np.minimum(2.0, 1.0 + tol * 4.0 ** np.maximum(short - 2, 0))  # no crawl
+        nxt = np.where(ok, np.clip(pred, gmin * lo, 8.0 * lo), 8.0 * lo)
+        predicted = ok & (pred <= 8.0 * lo)
+        probe = np.minimum(nxt, max_amp)
+
+    # 2. refine [lo, hi] to hi - lo <= tol * hi
+    active = ~unbounded
+    w_prev2, w_prev1 = np.full(n, np.inf), np.full(n, np.inf)
+    for _ in range(max_iter):
+        w = hi - lo
+        todo = active & (w > tol * hi)
+        if not todo.any():
+            break
+        c = _secant(q1, g1, q2, g2)
+        inside = np.isfinite(c) & (c > lo) & (c < hi)
+        c = np.where(inside, c, _falsi(lo, glo, hi, ghi))
+        d = 0.4 * tol * c
+        c = np.where(hi - c > c - lo, c + d, c - d)  # step past the root, towards the far end
+        c = np.where(c <= lo * fin, lo * fin, c)  # finishing probes
+        c = np.where(c >= hi / fin, hi / fin, c)
+        c = np.clip(c, lo + 0.01 * w, hi - 0.01 * w)
+        c = np.where(w > 0.5 * w_prev2, 0.5 * (lo + hi), c)  # too slow: bisect
+        a = np.where(todo, c, last)
+        last = a
+        take(todo, a, g(a))
+        w_prev2 = np.where(todo, w_prev1, w_prev2)
+        w_prev1 = np.where(todo, w, w_prev1)
+    conv = active & (hi - lo <= tol * hi)
+    x = np.where(active, _falsi(lo, glo, hi, ghi), hi)
+    return x, conv, unbounded
+
+
+def _secant(q1, g1, q2, g2):
+    """Root of the line through (q1^2, g1), (q2^2, g2) as an amplitude (NaN if none)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = q1**2 - g1 * (q1**2 - q2**2) / (g1 - g2)
+        return np.where(x >= 0, np.sqrt(np.abs(x)), np.nan)
+
+
+def _falsi(lo, glo, hi, ghi):
+    """Root of the straight line through (lo^2, glo), (hi^2, ghi), as an amplitude in
+    [lo, hi] (glo < 0 <= ghi); exact for g linear in a^2 (Eq 7)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = -glo / (ghi - glo)
+    t = np.clip(np.nan_to_num(t, nan=0.5), 0.0, 1.0)
+    return np.sqrt(lo**2 + t * (hi**2 - lo**2))
 
 
 @dataclass
