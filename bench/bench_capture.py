@@ -1,7 +1,7 @@
 """Trajectory capture overhead: one training epoch with the recorder vs without.
 
 Target (issue 2): <= 25 % overhead on CPU, <= 5 % on GPU. Run:
-    pytest bench/bench_capture.py --benchmark-only -q
+    pytest bench/bench_capture.py -q -s
 """
 
 import pytest
