@@ -2,9 +2,10 @@
 
 "streaming" feeds the window in 4 chunks through ``partial_fit`` (Chan merge of N x N moments)
 then eigendecomposes; "window_fit" is ``StreamingPCA.fit`` on the kept window (exact thin SVD,
-what the recorder does when it keeps the trajectory). The window: 1,000 snapshots x 2,500 weights (784-50-50-10 MLP on the embedded MNIST, B=50,
-alpha=0.1, 10 epochs in the exploration phase). Reports time ratios and the subspace agreement
-of the top-50 components (mean squared cosine of the principal angles; 1 = identical).
+what the recorder does when it keeps the trajectory). The window: 1,000 snapshots x 2,500
+weights (784-50-50-10 MLP on the embedded MNIST, B=50, alpha=0.1, 10 epochs from epoch 20).
+Reports time ratios and the subspace agreement of the top-50 components (mean squared
+cosine of the principal angles; 1 = identical).
     pytest bench/bench_pca_window.py -q -s
 """
 
