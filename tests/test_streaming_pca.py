@@ -70,3 +70,21 @@ def test_bad_inputs():
         StreamingPCA().partial_fit(torch.zeros(1, 4)).finalize()
     with pytest.raises(RuntimeError, match="finalize"):
         StreamingPCA().partial_fit(torch.zeros(3, 4)).transform(torch.zeros(1, 4))
+
+
+def test_wide_window_fit_matches_sklearn_and_keeps_moments():
+    """n < N (a window shorter than the weight count): Gram path, exact, and mergeable."""
+    X = _snapshots(T=60, N=200, seed=5)
+    ref = PCA().fit(X)
+    est = StreamingPCA().fit(torch.from_numpy(X))
+    r = 59  # rank after centring
+    assert est.components_.shape == (r, 200)
+    assert np.allclose(est.explained_variance_.numpy(), ref.explained_variance_[:r], rtol=1e-8)
+    comps = est.components_.numpy()[:30]
+    assert np.allclose(_align(comps, ref.components_[:30]), ref.components_[:30], atol=1e-7)
+    # merging more snapshots after a window fit equals fitting everything by moments
+    Y = _snapshots(T=40, N=200, seed=6)
+    est.partial_fit(torch.from_numpy(Y)).finalize()
+    both = PCA().fit(np.vstack([X, Y]))
+    top = est.explained_variance_.numpy()[:20]
+    assert np.allclose(top, both.explained_variance_[:20], rtol=1e-8)
