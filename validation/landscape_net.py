@@ -36,7 +36,7 @@ from .data import ArrayDataset
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NetworkLandscape", "ProfileEvaluator", "extract_tail"]
+__all__ = ["NetworkLandscape", "ProfileEvaluator", "batched_tail", "extract_tail"]
 
 # Elements per batched tail evaluation (pairs x samples x activation width), ~4 MB float32:
 # small enough to stay in cache (the tail is memory-bound), large enough to amortise calls.
@@ -44,9 +44,65 @@ _TAIL_ELEMS = 1 << 20
 
 
 def _ce_sum_rows(logits: torch.Tensor, y: torch.Tensor, n_pairs: int) -> torch.Tensor:
-    """Per-pair sums of cross-entropy for logits (pairs * samples, C), float64 (n_pairs,)."""
+    """Per-pair sums of cross-entropy for logits (pairs * samples, C), float64 (n_pairs,).
+
+    One logsumexp over all pairs at once (any memory layout of ``logits``: the transposed
+    one from :func:`_linear_t` reduces faster), minus the gathered true-class logit.
+    """
     ce = torch.logsumexp(logits, 1) - logits.gather(1, y[:, None])[:, 0]
     return ce.view(n_pairs, -1).sum(1, dtype=torch.float64)
+
+
+def _linear_t(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
+    """``F.linear`` as ``(W @ x^T)^T`` for 2-d ``x``: the same numbers, returned as a
+    transposed view. On CPU it is 2-4x faster for the few-output layers of a network's tail
+    (e.g. 50 -> 10) and does not slow down on the transposed inputs it produces itself."""
+    if x.ndim != 2:
+        return F.linear(x, weight, bias)
+    if bias is None:
+        return (weight @ x.T).T
+    return torch.addmm(bias[:, None], weight, x.T).T
+
+
+class _LinearT(nn.Module):
+    """A view of an ``nn.Linear`` (same parameters, not copied) evaluated by :func:`_linear_t`."""
+
+    def __init__(self, lin: nn.Linear):
+        super().__init__()
+        self.lin = lin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _linear_t(x, self.lin.weight, self.lin.bias)
+
+
+def batched_tail(tail: nn.Module) -> nn.Module:
+    """``tail`` with its ``nn.Linear`` calls (and ``F.linear`` calls) replaced by
+    :func:`_linear_t`; parameters are shared. For inference on (pairs x samples) batches."""
+    import torch.fx as fx
+
+    if not isinstance(tail, fx.GraphModule):
+        return tail
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(tail.graph, {}))
+    root: dict = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            mod = tail.get_submodule(node.target)
+            root[node.target] = _LinearT(mod) if type(mod) is nn.Linear else mod
+        elif node.op == "get_attr":
+            root[node.target] = _getattr_path(tail, node.target)
+        elif node.op == "call_function" and node.target is F.linear:
+            node.target = _linear_t
+    out = fx.GraphModule(root, graph)
+    out.eval()
+    return out
+
+
+def _getattr_path(mod: nn.Module, target: str):
+    obj = mod
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def extract_tail(model: nn.Module, module_name: str) -> nn.Module | None:
@@ -144,6 +200,7 @@ class NetworkLandscape:
         )
         self.tail = extract_tail(model, mod_name) if (fast and mod_name) else None
         self.mode = "cached-tail" if (self.tail is not None and self.linear_in_weight) else "whole"
+        self._btail = batched_tail(self.tail) if self.mode == "cached-tail" else None
         self._h = None
         if self.mode == "cached-tail":
             self._h = self._capture_inputs()
@@ -217,7 +274,7 @@ class NetworkLandscape:
             z = self._out(self._h, w)
             total = torch.zeros((), device=self.device, dtype=torch.float64)
             for s in range(0, self.n_samples, 4096):
-                out = self.tail(z[s : s + 4096])
+                out = self._btail(z[s : s + 4096])
                 total += F.cross_entropy(out, self.y[s : s + 4096], reduction="sum").double()
         return total / self.n_samples
 
@@ -402,10 +459,14 @@ class ProfileEvaluator:
         if land.mode == "cached-tail":
             with torch.no_grad():
                 self.z0 = land._out(land._h, w0)  # (n, *out)
-                # D_k = module(h; weight=p_k, no bias): (K, n, *out)
-                self.D = torch.stack(
-                    [_module_forward(land.module, land._h, p.reshape(land.shape), None) for p in P]
-                )
+                # D_k = module(h; weight=p_k, no bias): (K, n, *out), written in place
+                h = land._h
+                self.D = torch.empty((self.n_dirs, *self.z0.shape), device=h.device, dtype=h.dtype)
+                for i, p in enumerate(P):
+                    if isinstance(land.module, nn.Linear) and h.ndim == 2:
+                        torch.mm(h, p.view(land.shape).T, out=self.D[i])
+                    else:
+                        self.D[i] = _module_forward(land.module, h, p.view(land.shape), None)
             self.out_elems = int(self.z0[0].numel())
 
     def __call__(self, amplitudes: np.ndarray) -> np.ndarray:
@@ -434,7 +495,13 @@ class ProfileEvaluator:
 
     @torch.no_grad()
     def pairs(self, k: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Mean losses (float64, (n_pairs,)) at w0 + a[j] P[k[j]]."""
+        """Mean losses (float64, (n_pairs,)) at w0 + a[j] P[k[j]].
+
+        Pairs go through the tail in chunks of about ``_TAIL_ELEMS`` activations: each
+        pair's z = z0 + a D_k is written into a reused buffer (``torch.add`` with a scalar
+        ``alpha``: no gathered copy of D_k, no broadcast multiply), the tail runs once on
+        the chunk, and one logsumexp gives every pair's cross-entropy.
+        """
         self.n_calls += 1
         land = self.land
         k = torch.as_tensor(k, dtype=torch.long)
@@ -451,19 +518,23 @@ class ProfileEvaluator:
         rows = max(1, _TAIL_ELEMS // max(self.out_elems, 16))
         pc = max(1, min(n_pairs, rows // n)) if rows >= n else 1
         sc = n if rows >= n else rows
-        a_dev = a.to(device=land.device, dtype=land.dtype)
-        k_dev = k.to(land.device)
-        extra = (1,) * (self.z0.ndim - 1)
+        ks, As = k.tolist(), a.tolist()
+        shape = self.z0.shape[1:]
+        buf = torch.empty((pc, sc, *shape), device=land.device, dtype=land.dtype)
+        y_rep = {}
         for p0 in range(0, n_pairs, pc):
-            kk, aa = k_dev[p0 : p0 + pc], a_dev[p0 : p0 + pc]
-            npc = int(kk.shape[0])
+            npc = min(pc, n_pairs - p0)
             tot = torch.zeros(npc, device=land.device, dtype=torch.float64)
             for s0 in range(0, n, sc):
-                z0 = self.z0[s0 : s0 + sc]
-                Dk = self.D[kk, s0 : s0 + sc]
-                z = torch.addcmul(z0[None], Dk, aa.view(-1, 1, *extra))
-                logits = land.tail(z.view(-1, *z0.shape[1:]))
-                yy = land.y[s0 : s0 + sc].repeat(npc)
-                tot += _ce_sum_rows(logits, yy, npc)
-            out[p0 : p0 + pc] = (tot / n).cpu()
+                ns = min(sc, n - s0)
+                z0 = self.z0[s0 : s0 + ns]
+                z = buf[:npc, :ns]
+                for i in range(npc):
+                    torch.add(z0, self.D[ks[p0 + i], s0 : s0 + ns], alpha=As[p0 + i], out=z[i])
+                logits = land._btail(z.reshape(npc * ns, *shape))
+                key = (npc, s0, ns)
+                if key not in y_rep:
+                    y_rep[key] = land.y[s0 : s0 + ns].repeat(npc)
+                tot += _ce_sum_rows(logits, y_rep[key], npc)
+            out[p0 : p0 + npc] = (tot / n).cpu()
         return out
