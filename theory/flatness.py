@@ -63,11 +63,13 @@ class EWidthResult:
         return d
 
 
-def _check_losses(losses, n_dirs: int, amps: np.ndarray) -> np.ndarray:
+def _check_losses(losses, n_dirs: int, amps: np.ndarray, tolerate=None) -> np.ndarray:
     out = np.asarray(losses, dtype=np.float64).reshape(-1)
     if out.shape[0] != n_dirs:
         raise ValueError(f"profile_fn returned {out.shape[0]} losses for {n_dirs} directions")
     bad = ~np.isfinite(out)
+    if tolerate is not None:  # the caller handles non-finite values there
+        bad &= ~tolerate
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
         raise ValueError(
@@ -98,31 +100,35 @@ def flatness_e_width(
     with direction k evaluated at ``amplitudes[k]``. Each side (negative, positive) is
     solved for all directions at once, in two phases:
 
-    1. bracket: probe ``init_step``, then grow the probe until the loss reaches the
-       threshold (or the probe reaches ``max_amplitude``);
+    1. bracket: probe ``init_step`` (see below for the second side), then grow the probe
+       until the loss reaches the threshold (or the probe reaches ``max_amplitude``);
     2. refine the bracket [lo, hi] until ``hi - lo <= tol * hi`` (``tol`` is relative to
        the crossing), at most ``max_iter`` refinement probes. The result is a point of the
        final bracket, so it is within ``tol`` (relative) of the true crossing.
 
-    ``method="interp"`` (default) works on g(x) = ln L - ln(factor L0) against x = a^2, which
-    is a straight line for Eq 7's exp-of-quadratic profile: bracketing probes the secant
-    prediction of the root (through the last two points, the first being a = 0 with
-    ln L0) overshot by tol/2 and clipped to [1+tol, 8] times the last probe (to [2, 8]
-    after three predictions fell short; plain doubling where the secant does not rise);
-    refinement takes the regula-falsi point of [lo, hi] in x, shifted by 0.4 tol towards
-    the endpoint farther from it so that both ends close in (exact profiles finish in one
-    or two probes), and bisects whenever the last two probes did not halve the bracket.
-    The answer is the regula-falsi point of the final bracket. ``method="bisect"``:
-    doubling from ``init_step`` then bisection, answer the bracket midpoint (the classic
-    scheme; several times more probes).
+    ``method="interp"`` (default) works on g(x) = ln L - ln(factor L0) against x = a^2,
+    which is a straight line for Eq 7's exp-of-quadratic profile, so the secant through two
+    probes is exact there. Bracketing probes the secant's root through the last two probes
+    (the first pair being a = 0, where g = -ln factor, and ``init_step``), overshot by
+    0.4 tol, no further than 8x the last probe (8x too where the secant does not rise);
+    when predictions keep falling short the minimum growth rises from 1 + tol by 4x per
+    miss to 2x, so it cannot crawl. Refinement probes the secant's root of the last two
+    probes (the regula-falsi point of [lo, hi] when that falls outside the bracket),
+    stepped 0.4 tol past it towards the bracket's far end, or straight to ``lo / (1 -
+    0.95 tol)`` (``hi * (1 - 0.95 tol)``) when that finishes the bracket; it bisects
+    whenever the last two probes did not halve the bracket. The second side starts at the
+    mirror image of the first side's crossing (profiles are near-symmetric) instead of
+    ``init_step``. The answer is the regula-falsi point of the final bracket (exact for
+    Eq 7's form). ``method="bisect"``: doubling from ``init_step`` then bisection, the
+    answer being the bracket midpoint (the classic scheme; ~3x more probes).
 
     Assumes L_i(0) = L0 < threshold; the first crossing outward from 0 is found (jumps of
-    at most 8x per bracketing probe can step over a crossing followed by a dip below the
-    threshold, as doubling can). A non-finite loss raises ``ValueError``. A direction
-    whose profile stays below the threshold up to ``max_amplitude`` raises ``ValueError``
-    (``on_unbounded="raise"``) or is flagged with NaN width, ``converged=False`` and a
-    message (``"flag"``). The call count is bounded by 2 * (log2(max_amplitude /
-    init_step) + 5 + max_iter): it never hangs.
+    up to 8x, or the mirror start, can step over a crossing that is followed by a dip back
+    below the threshold, as doubling can). A non-finite loss raises ``ValueError``. A
+    direction whose profile stays below the threshold up to ``max_amplitude`` raises
+    ``ValueError`` (``on_unbounded="raise"``) or is flagged with NaN width,
+    ``converged=False`` and a message (``"flag"``). The call count is bounded by
+    2 * (log2(max_amplitude / init_step) + log4(1 / tol) + 4 + max_iter): it never hangs.
     """
     n_dirs = int(n_dirs)
     if n_dirs < 1:
@@ -146,16 +152,16 @@ def flatness_e_width(
         raise ValueError("L0 must be positive and finite (the loss at the centre w0)")
     n_evals = 0
 
-    def f(a: np.ndarray) -> np.ndarray:
+    def f(a: np.ndarray, tolerate=None) -> np.ndarray:
         nonlocal n_evals
         n_evals += 1
-        return _check_losses(profile_fn(a), n_dirs, a)
+        return _check_losses(profile_fn(a), n_dirs, a, tolerate)
 
     solve = _side_interp if method == "interp" else _side_bisect
     crossings, conv_sides, unbounded = [], [], np.zeros(n_dirs, dtype=bool)
     start = np.full(n_dirs, float(init_step))
     for sign in (-1.0, 1.0):
-        x, conv, unb = solve(f, sign, n_dirs, L0, float(factor), start,
+        x, conv, unb = solve(f, sign, n_dirs, L0, float(factor), start, float(init_step),
                              float(max_amplitude), float(tol), int(max_iter))  # fmt: skip
         if method == "interp":  # the other side starts at the mirror of this crossing
             start = np.where(conv & (x > init_step), x, init_step)
@@ -181,11 +187,11 @@ def flatness_e_width(
     return EWidthResult(width, left, right, converged, float(tol), float(factor), n_evals, message)
 
 
-def _side_bisect(f, sign, n, L0, factor, init_step, max_amp, tol, max_iter):
+def _side_bisect(f, sign, n, L0, factor, start, init_step, max_amp, tol, max_iter):
     """Doubling from ``init_step``, then bisection; crossing = bracket midpoint."""
     thr = factor * L0
     lo = np.zeros(n)
-    hi = np.full(n, init_step[0])
+    hi = np.full(n, init_step)
     while True:  # bracket: grow hi (doubling, capped at max_amplitude) until crossed
         below = f(sign * hi) < thr
         grow = below & (hi < max_amp)
@@ -205,12 +211,12 @@ def _side_bisect(f, sign, n, L0, factor, init_step, max_amp, tol, max_iter):
     return 0.5 * (lo + hi), active & (hi - lo <= tol * hi), below
 
 
-def _side_interp(f, sign, n, L0, factor, start, max_amp, tol, max_iter):
+def _side_interp(f, sign, n, L0, factor, start, init_step, max_amp, tol, max_iter):
     """Secant bracketing and safeguarded secant refinement on g = ln L - ln thr vs x = a^2."""
     lnthr = np.log(factor) + np.log(L0)
 
-    def g(a):
-        return np.log(np.maximum(f(sign * a), 1e-300)) - lnthr
+    def g(a, tolerate=None):
+        return np.log(np.maximum(f(sign * a, tolerate), 1e-300)) - lnthr
 
     # lo/hi: the bracket (g(lo) < 0 <= g(hi)); q1, q2: the last two probes (secant points)
     lo, glo = np.zeros(n), np.full(n, -np.log(factor))  # g(0) = -ln factor
@@ -238,10 +244,15 @@ def _side_interp(f, sign, n, L0, factor, start, max_amp, tol, max_iter):
     while searching.any():
         a = np.where(searching, probe, last)
         last = a
-        _, below = take(searching, a, g(a))
+        # a jump beyond doubling that meets a non-finite loss falls back to doubling
+        step2 = np.where(lo > 0, 2.0 * lo, init_step)
+        jump = searching & (a > step2 * (1 + 1e-9))
+        ga = g(a, jump)
+        nonfinite = jump & ~np.isfinite(ga)
+        _, below = take(searching & ~nonfinite, a, ga)
         short += below & predicted
         unbounded |= below & (a >= max_amp)
-        searching = below & (a < max_amp)
+        searching = (below & (a < max_amp)) | nonfinite
         if not searching.any():
             break
         pred = _secant(q1, g1, q2, g2)
@@ -250,7 +261,8 @@ def _side_interp(f, sign, n, L0, factor, start, max_amp, tol, max_iter):
         gmin = np.minimum(2.0, 1.0 + tol * 4.0 ** np.maximum(short - 2, 0))  # no crawl
         nxt = np.where(ok, np.clip(pred, gmin * lo, 8.0 * lo), 8.0 * lo)
         predicted = ok & (pred <= 8.0 * lo)
-        probe = np.minimum(nxt, max_amp)
+        probe = np.where(nonfinite, step2, np.minimum(nxt, max_amp))
+        predicted &= ~nonfinite
 
     # 2. refine [lo, hi] to hi - lo <= tol * hi
     active = ~unbounded
