@@ -7,9 +7,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from sgdyn.landscape import Landscape
+from sgdyn.theory.flatness import flatness_e_width
 from sgdyn.validation.data import load_dataset
-from sgdyn.validation.landscape_net import NetworkLandscape, extract_tail
-from sgdyn.validation.models import MLP, LeNetMNIST
+from sgdyn.validation.landscape_net import (
+    NetworkLandscape,
+    ProfileEvaluator,
+    batched_tail,
+    extract_tail,
+)
+from sgdyn.validation.models import MLP, LeNetCIFAR, LeNetMNIST
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +151,106 @@ def test_bad_inputs(digits):
     P = torch.full((1, 400), float("inf"))
     with pytest.raises(ValueError, match="NaN/Inf"):
         Ln.flatness(Ln.current(), P)
+
+
+class _Functional(nn.Module):
+    """Tail written with F.linear calls (call_function nodes, not modules)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(64, 20)
+        self.w2 = nn.Parameter(torch.randn(12, 20))
+        self.b2 = nn.Parameter(torch.randn(12))
+        self.w3 = nn.Parameter(torch.randn(10, 12))
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        return F.linear(torch.relu(F.linear(h, self.w2, self.b2)), self.w3)
+
+
+@pytest.mark.parametrize(
+    "make, name, zshape",
+    [
+        (lambda: MLP((64, 20, 16, 12, 10)), "layers.0", (37, 20)),
+        (LeNetCIFAR, "conv2", (9, 16, 10, 10)),
+        (_Functional, "a", (23, 20)),
+    ],
+)
+def test_batched_tail_equals_tail(make, name, zshape):
+    # the transposed-product linears give the same logits as the traced tail (float64)
+    torch.manual_seed(0)
+    m = make().double()
+    tail = extract_tail(m, name)
+    fast = batched_tail(tail)
+    z = torch.randn(*zshape, dtype=torch.float64)
+    torch.testing.assert_close(fast(z), tail(z), rtol=1e-12, atol=1e-12)
+    n_lin = sum(type(mod) is nn.Linear for mod in tail.modules())
+    n_fun = sum(n.target is F.linear for n in tail.graph.nodes)
+    assert n_lin + n_fun >= 1
+    assert not any(n.target is F.linear for n in fast.graph.nodes)
+    assert not any(type(mod) is nn.Linear for _, mod in fast.named_children())
+
+
+def _trained_mlp(data, steps=150, seed=0):
+    torch.manual_seed(seed)
+    m = MLP((64, 24, 24, 10))
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(m(data.x), data.y).backward()
+        opt.step()
+    return m
+
+
+def _whole_model_bisection(L, w0, P, L0, init_step, tol):
+    """The baseline: per direction and side, doubling then bisection, each probe a
+    whole-model forward pass over the data (NetworkLandscape._whole_loss)."""
+    thr, widths, n = np.e * L0, [], 0
+    for p in P:
+        ends = []
+        for sgn in (-1.0, 1.0):
+            lo, hi = 0.0, init_step
+            while True:
+                n += 1
+                if float(L._whole_loss(w0 + sgn * hi * p)) >= thr:
+                    break
+                lo, hi = hi, 2 * hi
+            while hi - lo > tol * hi:
+                mid = 0.5 * (lo + hi)
+                n += 1
+                if float(L._whole_loss(w0 + sgn * mid * p)) >= thr:
+                    hi = mid
+                else:
+                    lo = mid
+            ends.append(0.5 * (lo + hi))
+        widths.append(ends[0] + ends[1])
+    return np.array(widths), n
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_flatness_matches_whole_model_bisection_baseline_with_fewer_evaluations(digits, dtype):
+    m = _trained_mlp(digits).to(dtype)
+    L = NetworkLandscape(m, "layers.1.weight", digits)
+    w0 = L.current()
+    L0 = float(L.full_loss(w0))
+    P = _unit(6, L.n_params, seed=5).to(dtype)
+    P[0] = -torch.func.grad(  # a drift-like direction: the loss is tilted along it
+        lambda w: F.cross_entropy(
+            torch.func.functional_call(m, {"layers.1.weight": w.view(24, 24)}, (L.x,)),
+            digits.y,
+        )
+    )(w0.clone())
+    P[0] /= P[0].norm()
+    tol = 1e-3
+    res = L.flatness(w0, P, L0=L0, init_step=0.05, tol=tol)
+    ref, n_base = _whole_model_bisection(L, w0, P, L0, 0.05, tol)
+    assert res.converged.all()
+    # both are within tol of the true crossings: the widths agree to ~1.5 tol
+    np.testing.assert_allclose(res.width, ref, rtol=1.5 * tol)
+    assert abs(res.right[0] + res.left[0]) > 0.05 * res.width[0]  # direction 0 is tilted
+    ev = ProfileEvaluator(L, w0, P)
+    flatness_e_width(ev, 6, L0=L0, init_step=0.05, tol=tol)
+    ev_b = ProfileEvaluator(L, w0, P)
+    res_b = flatness_e_width(ev_b, 6, L0=L0, init_step=0.05, tol=tol, method="bisect")
+    np.testing.assert_allclose(res_b.width, ref, rtol=1e-6)  # same algorithm as the baseline
+    assert ev.n_pairs < 0.6 * ev_b.n_pairs and ev_b.n_pairs <= n_base
