@@ -127,6 +127,7 @@ def _plots(out_dir: Path, arrays: dict, summ: dict, pc1, eq_arr, eq_summ) -> lis
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     figs = []
     modes = arrays["flat_modes"]
@@ -170,6 +171,7 @@ def _plots(out_dir: Path, arrays: dict, summ: dict, pc1, eq_arr, eq_summ) -> lis
         xs, np.exp(np.mean(np.log(v[d]) + summ["psi"] * np.log(F[d]))) * xs ** -summ["psi"], "k--"
     )
     ax[1].set(xlabel="F_i", ylabel="sigma_i^2", title="(D) variance vs flatness (i>=2)")
+    ax[1].xaxis.set_minor_formatter(NullFormatter())
     ax[1].legend()
     fig.tight_layout()
     fig.savefig(out_dir / "fig2cd_flatness.png", dpi=110)
@@ -226,6 +228,7 @@ def _plots(out_dir: Path, arrays: dict, summ: dict, pc1, eq_arr, eq_summ) -> lis
         de = eq_arr["flat_modes"] >= 2
         ax.loglog(Fe[de], ve[de], "s", ms=3, label=f"Langevin psi={eq_summ['psi']:.2f}")
         ax.set(xlabel="F_i", ylabel="sigma_i^2", title="SGD vs equilibrium (Eq 16)")
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend()
         fig.tight_layout()
         fig.savefig(out_dir / "fig_equilibrium_contrast.png", dpi=110)
