@@ -61,6 +61,19 @@ def add_arguments(p) -> None:
         default=None,
         help="skip the landscape stage (Fig 2, S2, Eq 16)",
     )
+    p.add_argument(
+        "--landscape-modes",
+        type=int,
+        default=None,
+        help="PCA directions whose flatness is measured (default 200; conv probes "
+        "cost far more per direction)",
+    )
+    p.add_argument(
+        "--langevin-steps",
+        type=int,
+        default=None,
+        help="cap on the Langevin equilibrium run's steps (default 6000)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

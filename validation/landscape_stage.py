@@ -262,7 +262,7 @@ def equilibrium_contrast(land, w0, comps, summ, cfg, quick: bool) -> tuple[dict,
     k = 8 * L0 / F**2
     lr = 0.3 / k.max()
     tau = 1 / (lr * k.min())
-    cap_steps = 600 if quick else 6000
+    cap_steps = 600 if quick else int(getattr(cfg, "langevin_steps", 6000))
     n_steps = int(min(cap_steps, max(200, 10 * tau)))
     try:
         cap = langevin_capture(
@@ -329,7 +329,8 @@ def run_landscape_stage(ctx) -> StageResult:
     traj = ctx.trajectory
     w0 = traj[-1].to(land.device, land.dtype)
     comps = ctx.pca.components_
-    n_modes = min(30 if quick else 200, comps.shape[0])
+    n_modes = min(30 if quick else int(getattr(cfg, "landscape_modes", 200)), comps.shape[0])
+    log.info("landscape: flatness along %d PCA directions (evaluator: %s)", n_modes, land.mode)
     summ, arrays = analyse_flatness(land, w0, comps[:n_modes], ctx.pca.explained_variance_)
 
     t_pc1 = time.perf_counter()
@@ -345,6 +346,7 @@ def run_landscape_stage(ctx) -> StageResult:
     )
 
     t_eq = time.perf_counter()
+    log.info("landscape: Langevin equilibrium contrast (Eq 16)")
     eq_summary, eq_arr = equilibrium_contrast(land, w0, comps[:n_modes], summ, cfg, quick)
     eq_summary["time_s"] = time.perf_counter() - t_eq
     if eq_arr is not None:

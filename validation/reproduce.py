@@ -53,6 +53,8 @@ class ReproduceConfig(CaptureConfig):
     n_theta_saved: int = 60
     quick: bool = False
     landscape: bool = True
+    landscape_modes: int = 200  # PCA directions whose flatness is measured (Fig 2)
+    langevin_steps: int = 6000  # cap on the equilibrium (Eq 16) run
 
     @classmethod
     def quick_defaults(cls, **overrides) -> ReproduceConfig:
