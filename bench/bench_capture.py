@@ -12,8 +12,8 @@ from _ratios import record, report
 
 from sgdyn.validation.data import load_dataset
 from sgdyn.validation.models import build_model
-from sgdyn.validation.recorder import TrajectoryRecorder
-from sgdyn.validation.train import OptimConfig, make_optimizer, train_epoch
+from sgdyn.validation.probes.recorder import TrajectoryRecorder
+from sgdyn.validation.training import OptimConfig, make_optimizer, train_epoch
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

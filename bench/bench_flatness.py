@@ -26,9 +26,9 @@ from torch.nn import functional as F
 
 from sgdyn.theory.flatness import flatness_e_width
 from sgdyn.validation.data import load_dataset
-from sgdyn.validation.landscape_net import NetworkLandscape
 from sgdyn.validation.models import MLP
-from sgdyn.validation.train import OptimConfig, make_optimizer, train_epoch
+from sgdyn.validation.probes.network_landscape import NetworkLandscape
+from sgdyn.validation.training import OptimConfig, make_optimizer, train_epoch
 
 
 def trained_mlp(epochs: int, seed: int = 0):

@@ -16,7 +16,7 @@ from _ratios import record, report
 from sklearn.decomposition import PCA, IncrementalPCA
 
 from sgdyn.kernels import StreamingPCA
-from sgdyn.validation.experiment import CaptureConfig, capture_window
+from sgdyn.validation.studies.capture import CaptureConfig, capture_window
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 K = 50

@@ -12,7 +12,7 @@ from torch import nn
 
 from sgdyn.kernels import SketchPCA, StreamingPCA, dispatch
 from sgdyn.kernels.streaming_pca import batch_moments, batch_moments_torch
-from sgdyn.validation.recorder import TrajectoryRecorder, make_estimator
+from sgdyn.validation.probes.recorder import TrajectoryRecorder, make_estimator
 
 needs_triton = pytest.mark.skipif(
     not (dispatch.interpreter_on() or torch.cuda.is_available()),

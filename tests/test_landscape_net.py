@@ -9,13 +9,13 @@ from torch.nn import functional as F
 from sgdyn.landscape import Landscape
 from sgdyn.theory.flatness import flatness_e_width
 from sgdyn.validation.data import load_dataset
-from sgdyn.validation.landscape_net import (
+from sgdyn.validation.models import MLP, LeNetCIFAR, LeNetMNIST
+from sgdyn.validation.probes.network_landscape import (
     NetworkLandscape,
     ProfileEvaluator,
     batched_tail,
     extract_tail,
 )
-from sgdyn.validation.models import MLP, LeNetCIFAR, LeNetMNIST
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,13 @@ import torch
 
 from sgdyn.validation.cli import main
 from sgdyn.validation.data import load_dataset
-from sgdyn.validation.landscape_net import NetworkLandscape
-from sgdyn.validation.landscape_stage import run_landscape_stage
-from sgdyn.validation.langevin import langevin_run, sgd_matched_temperature
 from sgdyn.validation.models import MLP
-from sgdyn.validation.pc1 import margins_along, orient_along_drift, pc1_analysis
-from sgdyn.validation.recorder import TrajectoryRecorder
-from sgdyn.validation.train import OptimConfig, make_optimizer, train_epoch
+from sgdyn.validation.probes.langevin import langevin_run, sgd_matched_temperature
+from sgdyn.validation.probes.network_landscape import NetworkLandscape
+from sgdyn.validation.probes.pc1 import margins_along, orient_along_drift, pc1_analysis
+from sgdyn.validation.probes.recorder import TrajectoryRecorder
+from sgdyn.validation.studies.reproduce.landscape_stage import run_landscape_stage
+from sgdyn.validation.training import OptimConfig, make_optimizer, train_epoch
 
 
 def test_langevin_gives_boltzmann_variance_on_quadratic():

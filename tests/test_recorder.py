@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from sgdyn.validation.recorder import TrajectoryRecorder
+from sgdyn.validation.probes.recorder import TrajectoryRecorder
 
 
 def _toy():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .rundir import atomic_write_bytes
+from sgdyn.validation.io.rundir import atomic_write_bytes
 
 
 def _fmt(x, nd=3):

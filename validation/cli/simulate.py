@@ -11,12 +11,14 @@ import json
 import time
 from pathlib import Path
 
+from .common import add_common_options
+
 NAME = "simulate"
 HELP = "simulate the random-landscape (MLF) theory: SGD/Langevin replicas, theory vs simulation"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--out", required=True, type=Path, help="run directory")
+    add_common_options(p, seed_default=0, device_default="cpu")
     p.add_argument("--preset", default="paper-like", choices=["paper-like"])
     p.add_argument("--N", type=int, default=30, help="number of modes")
     p.add_argument("--F-min", type=float, default=1.0, help="flatness of the sharpest mode")
@@ -32,15 +34,11 @@ def add_arguments(p) -> None:
     p.add_argument("--temperature", type=float, default=1e-4, help="Langevin temperature")
     p.add_argument("--minibatches", type=int, default=512,
                    help="K of the finite ensemble probed for the flatness")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="torch device (cuda uses the Triton kernel)")
     p.add_argument("--quick", action="store_true", help="small fast run for tests/CI (~20 s)")
-    p.add_argument("--force", action="store_true", help="overwrite a finished run")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _config(args):
-    from sgdyn.validation.sim_report import QUICK, SimStudyConfig
+    from sgdyn.validation.studies.simulate import QUICK, SimStudyConfig
 
     cfg = SimStudyConfig(
         preset=args.preset, N=args.N, F_min=args.F_min, F_max=args.F_max,
@@ -63,8 +61,8 @@ def _config(args):
 
 
 def run(args) -> int:
-    from sgdyn.validation.rundir import prepare_out_dir, write_json, write_npz
-    from sgdyn.validation.sim_report import make_figures, report_markdown, run_study
+    from sgdyn.validation.io.rundir import prepare_out_dir, write_json, write_npz
+    from sgdyn.validation.studies.simulate import make_figures, report_markdown, run_study
 
     cfg = _config(args)
     out = Path(args.out)

@@ -1,7 +1,8 @@
-"""The ``sgdyn`` command: one subcommand per ``sgdyn.validation.cmd_*`` module.
+"""The ``sgdyn`` command: one subcommand per module of ``sgdyn.validation.cli``.
 
 A subcommand module defines ``NAME`` (str), ``HELP`` (one line), ``add_arguments(parser)``
-and ``run(args) -> int``; adding a file ``cmd_<name>.py`` adds the subcommand.
+and ``run(args) -> int``; adding such a file to ``validation/cli/`` adds the subcommand.
+Options every command shares are defined once in :mod:`.common`.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import sys
 
 from sgdyn import __version__
 
+_NOT_COMMANDS = {"main", "common", "__main__"}
+
 
 def _command_modules():
-    import sgdyn.validation as pkg
+    import sgdyn.validation.cli as pkg
 
     mods = []
     for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name.startswith("cmd_"):
-            mods.append(importlib.import_module(f"sgdyn.validation.{info.name}"))
+        if info.name not in _NOT_COMMANDS:
+            mods.append(importlib.import_module(f"sgdyn.validation.cli.{info.name}"))
     return sorted(mods, key=lambda m: m.NAME)
 
 

@@ -2,7 +2,7 @@
 
 Given a captured window (model at the window's end, training set, probe, PCA), this stage
 
-1. builds the probe's :class:`~sgdyn.validation.landscape_net.NetworkLandscape`;
+1. builds the probe's :class:`~sgdyn.validation.probes.NetworkLandscape`;
 2. takes **w0 = the last snapshot of the window** (the model as it stands at the end: an
    actual SGD solution, and the point where the cached tail's other layers belong);
 3. measures the loss profiles L_i (Eq 6) along PCA directions i = 1..n_modes, the flatness
@@ -25,10 +25,9 @@ import numpy as np
 import torch
 
 from sgdyn.theory.flatness import flatness_quadratic_fit, variance_flatness_exponent
-
-from .landscape_net import NetworkLandscape
-from .langevin import langevin_capture
-from .pc1 import orient_along_drift, pc1_analysis
+from sgdyn.validation.probes.langevin import langevin_capture
+from sgdyn.validation.probes.network_landscape import NetworkLandscape
+from sgdyn.validation.probes.pc1 import orient_along_drift, pc1_analysis
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,13 @@ from sgdyn.theory import (
     fit_power_law,
     spectrum_summary,
 )
+from sgdyn.validation.data import load_dataset
+from sgdyn.validation.io.rundir import atomic_write_bytes, prepare_out_dir, write_json, write_npz
+from sgdyn.validation.models import build_model
+from sgdyn.validation.studies.capture import CaptureConfig, CaptureResult, capture_window
 
-from . import plots
-from .data import load_dataset
-from .experiment import CaptureConfig, CaptureResult, capture_window
-from .models import build_model
+from . import figures as plots
 from .report import write_report
-from .rundir import atomic_write_bytes, prepare_out_dir, write_json, write_npz
 
 log = logging.getLogger(__name__)
 
@@ -327,13 +327,8 @@ def run_reproduce(
 
 
 def _landscape_stage(res: CaptureResult, cfg: ReproduceConfig, out: Path):
-    try:
-        from .landscape_stage import run_landscape_stage
-    except ModuleNotFoundError as e:
-        if e.name != "sgdyn.validation.landscape_stage":
-            raise
-        log.warning("landscape stage not available in this build; skipping Fig 2")
-        return None
+    from .landscape_stage import run_landscape_stage
+
     ctx = ReproduceContext(
         model=res.model,
         data=res.data,

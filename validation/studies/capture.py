@@ -18,11 +18,16 @@ from torch import nn
 
 from sgdyn.kernels import StreamingPCA
 from sgdyn.theory import PhaseTransition, detect_transition
-
-from .data import ArrayDataset, load_dataset
-from .models import build_model, default_probe_param
-from .recorder import TrajectoryRecorder
-from .train import OptimConfig, check_finite, full_loss, make_optimizer, train_epoch
+from sgdyn.validation.data import ArrayDataset, load_dataset
+from sgdyn.validation.models import build_model, default_probe_param
+from sgdyn.validation.probes.recorder import TrajectoryRecorder
+from sgdyn.validation.training.loop import (
+    OptimConfig,
+    check_finite,
+    full_loss,
+    make_optimizer,
+    train_epoch,
+)
 
 log = logging.getLogger(__name__)
 

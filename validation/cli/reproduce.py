@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .common import add_common_options
+
 NAME = "reproduce"
 HELP = "run the paper's protocol end to end into a run directory"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--out", required=True, type=Path, help="run directory")
+    add_common_options(p, seed_default=0, device_default="cpu")
     p.add_argument("--quick", action="store_true", help="reduced protocol on 8x8 digits (seconds)")
-    p.add_argument("--force", action="store_true", help="overwrite a finished run in --out")
     p.add_argument(
         "--dataset",
         choices=["mnist5k", "mnist", "digits", "cifar10"],
@@ -30,7 +31,6 @@ def add_arguments(p) -> None:
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default=None)
     p.add_argument("--lr", type=float, default=None, help="learning rate alpha (default 0.1)")
     p.add_argument("--batch-size", type=int, default=None, help="minibatch size B (default 50)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--window-epochs", type=int, default=None, help="PCA window T (default 10)")
     p.add_argument(
         "--window-start",
@@ -53,7 +53,6 @@ def add_arguments(p) -> None:
         metavar=("LO", "HI"),
         help="rank range of the gamma fit (default 20 200)",
     )
-    p.add_argument("--device", default=None, help="cpu or cuda (default cpu)")
     p.add_argument(
         "--no-landscape",
         dest="landscape",
@@ -74,11 +73,10 @@ def add_arguments(p) -> None:
         default=None,
         help="cap on the Langevin equilibrium run's steps (default 6000)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
-    from .reproduce import config_from_args, run_reproduce
+    from sgdyn.validation.studies.reproduce.pipeline import config_from_args, run_reproduce
 
     cfg = config_from_args(args)
     summary = run_reproduce(cfg, args.out, force=args.force, progress=not args.no_progress)

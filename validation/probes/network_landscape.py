@@ -31,8 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sgdyn.theory.flatness import EWidthResult, flatness_e_width
-
-from .data import ArrayDataset
+from sgdyn.validation.data import ArrayDataset
 
 log = logging.getLogger(__name__)
 

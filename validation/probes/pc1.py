@@ -19,7 +19,7 @@ import torch
 
 from sgdyn.theory.flatness import flatness_e_width, flatness_quadratic_fit
 
-from .landscape_net import NetworkLandscape
+from .network_landscape import NetworkLandscape
 
 
 def orient_along_drift(p1: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
