@@ -10,23 +10,22 @@ fig2d_grid.png and report.md.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from sgdyn.validation.io.rundir import atomic_write_bytes, prepare_out_dir, write_json, write_npz
+from sgdyn.validation.sweeps import Cell, run_cells
+from sgdyn.validation.sweeps.runner import cell_dir
 
 
-def run_cell(job: dict) -> dict:
-    """One (B, alpha) run in its own process: capture, flatness, psi."""
-    import torch
-
+def run_cell(job: dict, cell_dir: Path | None = None) -> dict:
+    """One (B, alpha) cell: capture, flatness, psi. A sweep-runner cell function: the
+    per-mode arrays go to ``cell_dir/arrays.npz``, the returned record is JSON."""
     from sgdyn.validation.probes.network_landscape import NetworkLandscape
     from sgdyn.validation.studies.capture import CaptureConfig, capture_window
     from sgdyn.validation.studies.reproduce.landscape_stage import analyse_flatness
 
-    torch.set_num_threads(job["threads"])
     t0 = time.perf_counter()
     cfg = CaptureConfig(**job["capture"])
     cap = capture_window(cfg, progress=False)
@@ -38,15 +37,19 @@ def run_cell(job: dict) -> dict:
         land, w0, cap.pca.components_[:n], cap.pca.explained_variance_, tol=job["tol"]
     )
     t2 = time.perf_counter()
+    arrays = {
+        "F": arr["flat_F_ewidth"],
+        "F_quadratic": arr["flat_F_quadratic"],
+        "variance": arr["flat_variance"],
+    }
+    if cell_dir is not None:
+        write_npz(Path(cell_dir) / "arrays.npz", arrays)
     return {
         "batch_size": cfg.batch_size,
         "lr": cfg.lr,
         "window_start_epoch": cap.window_start_epoch,
         "window_reason": cap.window_reason,
         "summary": summ,
-        "F": arr["flat_F_ewidth"],
-        "F_quadratic": arr["flat_F_quadratic"],
-        "variance": arr["flat_variance"],
         "time_capture_s": t1 - t0,
         "time_landscape_s": t2 - t1,
     }
@@ -128,7 +131,12 @@ def grid_jobs(
 
 
 def run_grid(
-    jobs: list[dict], out: Path, meta: dict, n_workers: int = 1, force: bool = False
+    jobs: list[dict],
+    out: Path,
+    meta: dict,
+    n_workers: int = 1,
+    force: bool = False,
+    engine: str = "local",
 ) -> tuple[dict | None, list[str]]:
     """Run every cell (``n_workers`` processes), write the grid's files into ``out``; return
     the summary and the report's table lines (``(None, [])`` when ``out`` already holds this
@@ -140,11 +148,24 @@ def run_grid(
     if prepare_out_dir(out, config, force):
         return None, []
     t0 = time.perf_counter()
-    if n_workers == 1:
-        results = [run_cell(j) for j in jobs]
-    else:
-        with ProcessPoolExecutor(max_workers=n_workers) as ex:
-            results = list(ex.map(run_cell, jobs))
+    cells = [
+        Cell(f"B{j['capture']['batch_size']}_lr{j['capture']['lr']:g}", j, {"cpu": j["threads"]})
+        for j in jobs
+    ]
+    done = run_cells(
+        run_cell, cells, out, engine=engine, jobs=n_workers, threads=jobs[0]["threads"], force=force
+    )
+    failed = [r for r in done if r.status == "failed"]
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(done)} grid cells failed (first: {failed[0].key}: "
+            f"{failed[0].error}); the finished cells are kept in {out}/cells and a rerun "
+            "retries only the failed ones"
+        )
+    results = []
+    for r in done:
+        with np.load(cell_dir(out, r.key) / "arrays.npz") as z:
+            results.append({**r.result, **{k: z[k] for k in z.files}})
     wall = time.perf_counter() - t0
     plot_grid(out, results)
     arrays = {}

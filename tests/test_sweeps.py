@@ -1,0 +1,99 @@
+"""The sweep runner: order, one folder per finished cell, failure isolation, resume, refusals."""
+
+import json
+import sys
+
+import pytest
+
+from sgdyn.validation.sweeps import Cell, SweepError, run_cells
+
+
+def square_cell(params, cell_dir):
+    """A cell that counts its own executions (to see what a resume reruns)."""
+    n = cell_dir / "runs.txt"
+    n.write_text(str(int(n.read_text()) + 1 if n.exists() else 1))
+    if params.get("fail"):
+        raise ValueError("this cell was told to fail\nsecond line")
+    return {"y": params["x"] ** 2}
+
+
+def runs(out, key):
+    return int((out / "cells" / key / "runs.txt").read_text())
+
+
+CELLS = [Cell("a", {"x": 2}), Cell("b", {"x": 3}), Cell("c", {"x": 4})]
+
+
+def test_runs_every_cell_in_order_and_writes_result_last(tmp_path):
+    res = run_cells(square_cell, CELLS, tmp_path)
+    assert [r.key for r in res] == ["a", "b", "c"]
+    assert [r.result["y"] for r in res] == [4, 9, 16]
+    assert all(r.status == "done" and r.wall_s >= 0 for r in res)
+    rec = json.loads((tmp_path / "cells" / "b" / "result.json").read_text())
+    assert rec["params"] == {"x": 3} and rec["result"] == {"y": 9}
+
+
+def test_failed_cell_is_recorded_and_others_finish(tmp_path):
+    cells = [Cell("ok", {"x": 1}), Cell("bad", {"x": 1, "fail": True}), Cell("ok2", {"x": 5})]
+    res = run_cells(square_cell, cells, tmp_path)
+    assert [r.status for r in res] == ["done", "failed", "done"]
+    assert res[1].error == "ValueError: this cell was told to fail"
+    assert (tmp_path / "cells" / "bad" / "error.json").is_file()
+    assert not (tmp_path / "cells" / "bad" / "result.json").exists()
+    # a rerun retries only the failed cell
+    res = run_cells(square_cell, cells, tmp_path)
+    assert [r.status for r in res] == ["cached", "failed", "cached"]
+    assert runs(tmp_path, "ok") == 1 and runs(tmp_path, "bad") == 2
+
+
+def test_resume_skips_finished_cells_and_reruns_a_deleted_one(tmp_path):
+    run_cells(square_cell, CELLS, tmp_path)
+    (tmp_path / "cells" / "b" / "result.json").unlink()
+    res = run_cells(square_cell, CELLS, tmp_path)
+    assert [r.status for r in res] == ["cached", "done", "cached"]
+    assert [runs(tmp_path, k) for k in "abc"] == [1, 2, 1]
+    assert res[0].result == {"y": 4}
+
+
+def test_finished_cell_with_other_params_is_refused_unless_forced(tmp_path):
+    run_cells(square_cell, CELLS[:1], tmp_path)
+    with pytest.raises(SweepError, match="other parameters"):
+        run_cells(square_cell, [Cell("a", {"x": 7})], tmp_path)
+    res = run_cells(square_cell, [Cell("a", {"x": 7})], tmp_path, force=True)
+    assert res[0].result == {"y": 49} and runs(tmp_path, "a") == 2
+
+
+def test_worker_processes_give_the_same_results(tmp_path):
+    res = run_cells("test_sweeps:square_cell", CELLS, tmp_path, jobs=2)
+    assert [r.result["y"] for r in res] == [4, 9, 16]
+
+
+@pytest.mark.parametrize(
+    "cells,match",
+    [
+        ([Cell("a/b", {"x": 1})], "names a folder"),
+        ([Cell("a", {"x": 1}), Cell("a", {"x": 2})], "twice"),
+        ([Cell("a", {"x": object()})], "JSON"),
+    ],
+)
+def test_bad_cells_are_refused_before_anything_runs(tmp_path, cells, match):
+    with pytest.raises(SweepError, match=match):
+        run_cells(square_cell, cells, tmp_path)
+    assert not (tmp_path / "cells").exists()
+
+
+def test_unknown_engine_and_local_functions_are_refused(tmp_path):
+    with pytest.raises(SweepError, match="unknown engine"):
+        run_cells(square_cell, CELLS, tmp_path, engine="slurm")
+
+    def local_fn(params, d):
+        return {}
+
+    with pytest.raises(SweepError, match="top-level"):
+        run_cells(local_fn, CELLS, tmp_path)
+
+
+def test_ray_engine_without_ray_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(SweepError, match=r"\.\[cluster\]"):
+        run_cells(square_cell, CELLS, tmp_path, engine="ray")
