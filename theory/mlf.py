@@ -60,8 +60,8 @@ def _onehot(c: Caller, n: int, i: int = 0):
 
 
 def _scalar_out(c: Caller, v):
-    """A 0-d result: a Python float for numpy callers, a 0-d array of the caller's type else."""
-    return float(v) if c.is_numpy else v
+    """Scalar inputs give a Python float for numpy callers; arrays stay arrays (caller's type)."""
+    return float(v) if c.is_numpy and getattr(v, "ndim", 0) == 0 else v
 
 
 def offdiag_weighted_sum(sigma_ij, w):

@@ -39,6 +39,7 @@ __all__ = [
     "NullDiagnostics",
     "gram_diagnostics",
     "increment_spectrum",
+    "limit_diagnostics",
     "random_walk_gram",
     "random_walk_null",
     "random_walk_pca_limit",
@@ -110,9 +111,13 @@ def random_walk_gram(
     Isotropic: ``n_features`` = N dimensions, each increment N(0, 1): the increments' Gram
     is Wishart(N, I_{T-1}) (Bartlett decomposition, O(T^3), when N >= T - 1). Anisotropic:
     ``increment_variances`` d_j (one per dimension; zeros ignored): xi ~ N(0, diag(d)).
+    Returned in the array type of ``increment_variances`` (numpy for the isotropic walk).
     """
     T = int(n_snapshots)
+    if T < 2:
+        raise ValueError(f"n_snapshots must be >= 2, got {n_snapshots}")
     n_inc = T - 1
+    caller = caller_of(increment_variances)
     if increment_variances is None:
         N = int(n_features)
         if N < 1:
@@ -131,7 +136,7 @@ def random_walk_gram(
         W = Z @ Z.T
     P = np.zeros((T, T))
     P[1:, 1:] = W
-    return np.cumsum(np.cumsum(P, axis=0), axis=1)
+    return caller.wrap(np.cumsum(np.cumsum(P, axis=0), axis=1))
 
 
 def gram_diagnostics(
@@ -296,9 +301,6 @@ def limit_diagnostics(
         "drift_z": 0.0,
         "drift_ratio_full": 1.0,
     }
-
-
-__all__.append("limit_diagnostics")
 
 
 def increment_spectrum(trajectory):

@@ -24,13 +24,17 @@ __all__ = [
 _ROUNDOFF = 1e-9  # |negative| variances below this fraction of the largest are round-off zeros
 
 
-def rank_ordered(variances) -> np.ndarray:
-    """The variances sorted in decreasing order (host float64), after the boundary checks.
+def rank_ordered(variances):
+    """The variances sorted in decreasing order (caller's array type), after the checks.
 
     Refuses 2-D input, fewer than 2 values, non-finite values and negative variances larger
     than round-off (1e-9 of the largest; those are set to 0, as an eigensolver's tiny
     negative eigenvalues of a rank-deficient covariance are).
     """
+    return caller_of(variances).wrap(_rank_ordered(variances))
+
+
+def _rank_ordered(variances) -> np.ndarray:
     v = check_array(
         variances,
         "variances",
@@ -54,7 +58,7 @@ def cumulative_variance_excl_pc1(variances):
     Returns ``c`` with ``c[n-2] = sum_{i=2}^{n} sigma_i^2 / sum_{i>=2} sigma_i^2`` for
     n = 2..N, i.e. the fraction carried by the top (n-1) components excluding PC1.
     """
-    v = rank_ordered(variances)[1:]
+    v = _rank_ordered(variances)[1:]
     total = v.sum()
     if total <= 0:
         raise ValueError("all variances beyond PC1 are zero: the trajectory did not move")
@@ -65,7 +69,7 @@ def n_for_fraction(variances, fraction: float = 0.9) -> int:
     """Smallest rank n such that PCs 2..n carry ``fraction`` of the variance beyond PC1."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    v = rank_ordered(variances)[1:]
+    v = _rank_ordered(variances)[1:]
     total = v.sum()
     if total <= 0:
         raise ValueError("all variances beyond PC1 are zero: the trajectory did not move")
@@ -102,7 +106,7 @@ def spectrum_summary(
     ``rank_range = (lo, hi)`` (1-based, inclusive) must lie within the non-zero part of the
     spectrum: a range beyond it raises (it is never shortened behind the caller's back).
     """
-    v = rank_ordered(variances)
+    v = _rank_ordered(variances)
     lo, hi = (int(r) for r in rank_range)
     if not 1 <= lo < hi:
         raise ValueError(f"rank_range must satisfy 1 <= lo < hi, got {tuple(rank_range)}")
