@@ -110,6 +110,7 @@ def fit_power_law(
     if n_boot > 1:
         with warnings.catch_warnings():  # exact data: every resample gives the same slope
             warnings.simplefilter("ignore", getattr(stats, "DegenerateDataWarning", RuntimeWarning))
+            warnings.simplefilter("ignore", RuntimeWarning)  # BCa acceleration 0/0 on exact data
             res = stats.bootstrap(
                 (lx, ly),
                 _slope,
