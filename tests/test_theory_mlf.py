@@ -6,7 +6,7 @@ import torch
 
 from sgdyn.simulator.ensemble import MLFEnsembleSpec, sample_dense
 from sgdyn.theory import mlf
-from sgdyn.theory.flatness import flatness_e_width
+from sgdyn.theory.flatness import flatness_e_width, variance_flatness_exponent
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +45,82 @@ def test_eq10_is_the_second_order_of_the_exact_average(spec):
         lp = np.log(mlf.exact_mode_profile([-h, 0.0, h], i, spec.L0, **kw))
         curv = (lp[0] - 2 * lp[1] + lp[2]) / h**2
         assert curv == pytest.approx(M[i], rel=1e-4)
-    # mode 1: slope -M0_11 theta1_0 (Eq 10) plus the paper-omitted sigma_M^2 theta1_0^2 term
+    # mode 1: slope -M0_11 theta1_0 (Eq 10)
     lp = np.log(mlf.exact_mode_profile([-1e-3, 0.0, 1e-3], 0, spec.L0, **kw))
     assert (lp[2] - lp[0]) / 2e-3 == pytest.approx(-spec.M0[0] * spec.theta1_0, rel=1e-3)
-    assert M[0] - mlf.averaged_curvature(**kw)[0] == pytest.approx(
-        (spec.sigma_M[0] * spec.theta1_0) ** 2
-    )
+
+
+def test_eq10_curvature_is_the_cumulant_of_the_sampled_ensemble(spec, draws):
+    # d^2/dt^2 ln <L^mu(t e_i)> at t = 0 is <M^mu_ii> + Var((M^mu theta^mu)_i) (second
+    # cumulant of the exponent's derivative; L^mu_0 factors out): an estimate from the
+    # sampled ensemble that shares nothing with Eq 10's algebra. paper=False is exact; the
+    # paper's form differs only by sigma_M,1^2 theta1_0^2 on mode 1.
+    M, tm = draws.M.numpy(), draws.theta_mu.numpy()
+    mc = np.einsum("nii->i", M) / M.shape[0] + np.einsum("nij,nj->ni", M, tm).var(0)
+    exact = mlf.averaged_curvature(**spec.theory_kwargs(), paper=False)
+    assert np.allclose(exact, mc, rtol=0.015)
+    paper = mlf.averaged_curvature(**spec.theory_kwargs())
+    assert np.allclose(paper[1:], mc[1:], rtol=0.015)
+    assert paper[0] < exact[0]  # the omitted term is positive
+
+
+def _independent_paper_ensemble(sigma_form, n=400_000, seed=5):
+    """Monte-Carlo draws of an ensemble where the paper's Eqs 11 and 14 are exact
+    (sigma_M = 0, theta1_0 = 0), sampled in plain numpy (not the simulator's sampler)."""
+    rng = np.random.default_rng(seed)
+    N = 4
+    M0 = np.array([2.0, 1.0, 0.5, 0.25])
+    sT = np.array([0.4, 0.6, 0.8, 1.0])
+    r = np.array([0.5, 0.7, 0.9, 0.6])
+    full = {"scalar": np.full((N, N), 0.45), "separable": np.outer(r, r),
+            "matrix": rng.uniform(0.2, 0.7, (N, N))}[sigma_form]  # fmt: skip
+    full = np.triu(full, 1) + np.triu(full, 1).T  # symmetric, diagonal unused
+    Z = rng.standard_normal((n, N, N))
+    Z = np.triu(Z, 1)
+    Mmu = (Z + Z.transpose(0, 2, 1)) * full + np.diag(M0)
+    th = rng.standard_normal((n, N)) * sT
+    L0mu = np.where(rng.random(n) < 0.5, 0.01, 0.03)  # <L0^2> = (1e-4 + 9e-4) / 2
+    arg = {"scalar": 0.45, "separable": r, "matrix": full}[sigma_form]
+    return M0, sT, arg, Mmu, th, L0mu, 5e-4
+
+
+@pytest.mark.parametrize("form", ["scalar", "separable", "matrix"])
+def test_paper_eq11_eq14_against_an_independent_ensemble(form):
+    M0, sT, sig, Mmu, th, L0mu, L0sq = _independent_paper_ensemble(form)
+    # Eq 11: minima theta~_i = theta_i + sum_{j != i} M_ij theta_j / M_ii
+    diag = np.einsum("nii->ni", Mmu)
+    tmin = th + (np.einsum("nij,nj->ni", Mmu, th) - diag * th) / diag
+    eq11 = mlf.min_position_variance(M0, sig, sT)
+    assert np.allclose(eq11, tmin.var(0), rtol=0.012)
+    # Eq 14: v_i = alpha L^mu_0 (M^mu theta^mu)_i, D_i = <v_i^2>
+    alpha = 0.3
+    v = alpha * L0mu[:, None] * np.einsum("nij,nj->ni", Mmu, th)
+    eq14 = mlf.diffusion_constant(alpha, L0sq, M0, sig, sT)
+    assert np.allclose(eq14, (v**2).mean(0), rtol=0.02)
+    # the off-diagonal sums carry a large share here, so dropping them cannot pass
+    assert np.all(np.abs(eq11 - sT**2) / eq11 > 0.1)
+    assert np.all(np.abs(eq14 - alpha**2 * L0sq * M0**2 * sT**2) / eq14 > 0.1)
+
+
+def test_paper_eq11_eq14_by_explicit_loops():
+    # the per-element sums written out, from the full sigma_ij matrix
+    rng = np.random.default_rng(7)
+    N = 6
+    M0, sT, r = rng.uniform(0.2, 2, N), rng.uniform(0.1, 1, N), rng.uniform(0.1, 1, N)
+    sig = np.outer(r, r)
+    alpha, L0sq = 0.2, 3e-4
+    eq11 = [sT[i] ** 2 + sum((sig[i, j] * sT[j]) ** 2 for j in range(N) if j != i) / M0[i] ** 2
+            for i in range(N)]  # fmt: skip
+    eq14 = []
+    for i in range(N):
+        acc = (M0[i] * sT[i]) ** 2
+        for j in range(N):
+            if j != i:
+                acc += (sig[i, j] * sT[j]) ** 2
+        eq14.append(alpha**2 * L0sq * acc)
+    for form in (r, sig):
+        assert np.allclose(mlf.min_position_variance(M0, form, sT), eq11, rtol=1e-13)
+        assert np.allclose(mlf.diffusion_constant(alpha, L0sq, M0, form, sT), eq14, rtol=1e-13)
 
 
 def test_exact_profile_matches_monte_carlo(spec, draws):
@@ -153,12 +223,28 @@ def test_predicted_exponents_follow_scalings():
     F = np.geomspace(1, 10, 20)
     M0 = 4 / F**2  # Fig 3B: M0 ~ F^-2, sigma~ ~ F
     D = M0**2 * F**2
-    psi, _ = mlf.predicted_psi(D, F)
-    assert psi == pytest.approx(2.0)
+    assert mlf.predicted_psi(D, F).psi == pytest.approx(2.0)
     tau = 1 / (0.01 * M0)
-    psi_stat, _ = mlf.predicted_psi(D * tau / 2, F)
-    assert psi_stat == pytest.approx(0.0, abs=1e-9)
-    var_eq = mlf.equilibrium_variance(1e-3, 0.01, 8 / F**2)
-    assert np.allclose(var_eq, 1e-3 * F**2 / (8 * 0.01))  # Eq 16: T F^2 / (8 L0)
-    psi_eq, _ = mlf.predicted_psi(var_eq, F)
-    assert psi_eq == pytest.approx(-2.0)
+    assert mlf.predicted_psi(D * tau / 2, F).psi == pytest.approx(0.0, abs=1e-9)
+    psi_eq = mlf.predicted_psi(mlf.equilibrium_variance(1e-3, 0.01, 8 / F**2), F)
+    assert psi_eq.psi == pytest.approx(-2.0)
+    assert type(psi_eq) is type(variance_flatness_exponent(D, F))  # issue 13.7
+
+
+def test_eq16_against_boltzmann_quadrature_and_the_discrete_langevin_chain():
+    from scipy.integrate import quad
+    from scipy.linalg import solve_discrete_lyapunov
+
+    T, L0, M = 2e-3, 0.05, np.array([0.5, 3.0, 40.0])
+    var = mlf.equilibrium_variance(T, L0, M)
+    for k, m in enumerate(M):  # <theta^2> under exp(-L(theta) / T), L = L0 (1 + m theta^2 / 2)
+        w = lambda x, m=m: np.exp(-L0 * m * x**2 / (2 * T))  # noqa: E731
+        lim = 12 * np.sqrt(T / (L0 * m))
+        num = quad(lambda x, w=w: x**2 * w(x), -lim, lim, epsabs=0, epsrel=1e-12)[0]
+        assert var[k] == pytest.approx(num / quad(w, -lim, lim, epsrel=1e-12)[0], rel=1e-8)
+    # discrete update theta <- (1 - alpha L0 m) theta + sqrt(2 alpha T) xi: stationary
+    # variance from the discrete Lyapunov equation
+    alpha = 0.9
+    A = np.diag(1 - alpha * L0 * M)
+    P = solve_discrete_lyapunov(A, 2 * alpha * T * np.eye(3))
+    assert np.allclose(mlf.equilibrium_variance(T, L0, M, alpha=alpha), np.diag(P), rtol=1e-10)

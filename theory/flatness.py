@@ -12,8 +12,14 @@ For an exact exponential-of-quadratic profile the two coincide: ln L crosses ln 
 da = +-F/2, so the e-width is F. The exponent psi of sigma_i^2 ~ F_i^-psi (Eq 8) comes from
 :func:`variance_flatness_exponent`.
 
-Everything here is numpy only: ``profile_fn`` is any callable, so the same root finder runs
-on a real network (batched cached-tail evaluator) and on an analytic or simulated landscape.
+A third estimate, independent of the e-width, is the curvature of ln L_i at 0 by central
+differences at a fixed step (:func:`flatness_curvature_at_zero`): F_i = (8 / (ln L_i)'')^(1/2)
+(Eq 7). Unlike a quadratic fit over the e*L0 region, it does not use the e-crossing.
+
+No model code here: ``profile_fn`` is any callable, so the same root finder runs on a real
+network (batched cached-tail evaluator) and on an analytic or simulated landscape. Arrays
+from any array-API library are accepted and results come back in the caller's type
+(:mod:`._arrays`).
 """
 
 from __future__ import annotations
@@ -23,16 +29,27 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ._arrays import caller_of, check_array, check_positive, to_numpy
 from .powerlaw import PowerLawFit, fit_power_law
 
 __all__ = [
+    "CURVATURE_OFFSETS",
+    "CurvatureResult",
     "EWidthResult",
     "QuadFitResult",
     "VarianceFlatnessFit",
+    "flatness_curvature_at_zero",
     "flatness_e_width",
     "flatness_quadratic_fit",
     "variance_flatness_exponent",
 ]
+
+
+def _arrays_to_lists(d: dict) -> dict:
+    for k, v in d.items():
+        if hasattr(v, "shape") and not isinstance(v, (float, int)):
+            d[k] = to_numpy(v).tolist()
+    return d
 
 
 @dataclass
@@ -46,26 +63,26 @@ class EWidthResult:
     which. ``n_evals`` counts ``profile_fn`` calls (each one evaluates every direction).
     """
 
-    width: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
-    converged: np.ndarray
+    width: object
+    left: object
+    right: object
+    converged: object
     tol: float
     factor: float
     n_evals: int
     message: str = ""
 
     def as_dict(self) -> dict:
-        d = asdict(self)
-        for k, v in d.items():
-            if isinstance(v, np.ndarray):
-                d[k] = v.tolist()
-        return d
+        return _arrays_to_lists(asdict(self))
 
 
 def _check_losses(losses, n_dirs: int, amps: np.ndarray, tolerate=None) -> np.ndarray:
-    out = np.asarray(losses, dtype=np.float64).reshape(-1)
-    if out.shape[0] != n_dirs:
+    out = np.asarray(to_numpy(losses), dtype=np.float64)
+    if out.ndim != 1 or out.shape[0] != n_dirs:
+        if out.ndim != 1:
+            raise ValueError(
+                f"profile_fn must return one loss per direction, shape ({n_dirs},), got {out.shape}"
+            )
         raise ValueError(f"profile_fn returned {out.shape[0]} losses for {n_dirs} directions")
     bad = ~np.isfinite(out)
     if tolerate is not None:  # the caller handles non-finite values there
@@ -122,6 +139,10 @@ def flatness_e_width(
     Eq 7's form). ``method="bisect"``: doubling from ``init_step`` then bisection, the
     answer being the bracket midpoint (the classic scheme; ~3x more probes).
 
+    ``profile_fn`` receives a host numpy float64 array and may return any array type (numpy,
+    torch on any device, cupy); the result's arrays come back in the type of ``L0`` when it
+    is a non-numpy array, else in the type ``profile_fn`` returns.
+
     Assumes L_i(0) = L0 < threshold; the first crossing outward from 0 is found (jumps of
     up to 8x, or the mirror start, can step over a crossing that is followed by a dip back
     below the threshold, as doubling can). A non-finite loss raises ``ValueError``. A
@@ -147,15 +168,23 @@ def flatness_e_width(
         raise ValueError(f"factor must be > 1 (the paper uses e), got {factor}")
     if int(max_iter) < 0:
         raise ValueError(f"max_iter must be >= 0, got {max_iter}")
-    L0 = np.broadcast_to(np.asarray(L0, dtype=np.float64), (n_dirs,))
-    if not (np.isfinite(L0).all() and (L0 > 0).all()):
-        raise ValueError("L0 must be positive and finite (the loss at the centre w0)")
+    L0_in = L0
+    L0 = check_array(
+        L0, "L0", ndim=(0, 1), sign="positive", hint="the loss at the centre w0 (or one per dir)"
+    )
+    if L0.ndim == 1 and L0.shape[0] not in (1, n_dirs):
+        raise ValueError(f"L0 must be a scalar or have {n_dirs} entries, got {L0.shape[0]}")
+    L0 = np.broadcast_to(L0, (n_dirs,))
     n_evals = 0
+    first_out = []  # the first profile output decides the result's array type
 
     def f(a: np.ndarray, tolerate=None) -> np.ndarray:
         nonlocal n_evals
         n_evals += 1
-        return _check_losses(profile_fn(a), n_dirs, a, tolerate)
+        out = profile_fn(a)
+        if not first_out:
+            first_out.append(out)
+        return _check_losses(out, n_dirs, a, tolerate)
 
     solve = _side_interp if method == "interp" else _side_bisect
     crossings, conv_sides, unbounded = [], [], np.zeros(n_dirs, dtype=bool)
@@ -184,7 +213,10 @@ def flatness_e_width(
         width = np.where(unbounded, np.nan, width)
     elif not converged.all():
         message = f"{int((~converged).sum())} direction(s) not refined to tol in max_iter"
-    return EWidthResult(width, left, right, converged, float(tol), float(factor), n_evals, message)
+    w = caller_of(L0_in, *first_out[:1]).wrap
+    return EWidthResult(
+        w(width), w(left), w(right), w(converged), float(tol), float(factor), n_evals, message
+    )
 
 
 def _side_bisect(f, sign, n, L0, factor, start, init_step, max_amp, tol, max_iter):
@@ -315,17 +347,34 @@ class QuadFitResult:
     ``intercept`` is ln L0 when the intercept was fixed. ``r2`` is the coefficient of
     determination of ln L over the fitted points; ``n_points`` how many were used.
     The slope term is the -beta of Eq S5 along PC1 and should be ~0 for diffusive modes.
+    Arrays are in the caller's type.
     """
 
-    F: np.ndarray
-    curvature: np.ndarray
-    slope: np.ndarray
-    intercept: np.ndarray
-    r2: np.ndarray
-    n_points: np.ndarray
+    F: object
+    curvature: object
+    slope: object
+    intercept: object
+    r2: object
+    n_points: object
 
     def as_dict(self) -> dict:
-        return {k: np.asarray(v).tolist() for k, v in asdict(self).items()}
+        return _arrays_to_lists(asdict(self))
+
+
+def _check_profiles(amplitudes, losses, L0):
+    a = check_array(amplitudes, "amplitudes", hint="one amplitude grid (A,) shared by all profiles")
+    Ls = check_array(losses, "losses", ndim=(1, 2), finite=False,
+                     hint="losses are (K, A): K profiles on the amplitude grid")  # fmt: skip
+    Ls = np.atleast_2d(Ls)
+    if Ls.shape[1] != a.size:
+        raise ValueError(f"losses must be (K, {a.size}) to match amplitudes, got {Ls.shape}")
+    if not (np.isfinite(Ls).all() and (Ls > 0).all()):
+        raise ValueError("losses must be positive and finite to take their logarithm")
+    K = Ls.shape[0]
+    L0 = check_array(L0, "L0", ndim=(0, 1), sign="positive", hint="the loss at the centre w0")
+    if L0.ndim == 1 and L0.shape[0] not in (1, K):
+        raise ValueError(f"L0 must be a scalar or have {K} entries, got {L0.shape[0]}")
+    return a, Ls, np.broadcast_to(L0, (K,))
 
 
 def flatness_quadratic_fit(
@@ -338,21 +387,21 @@ def flatness_quadratic_fit(
 ) -> QuadFitResult:
     """Fit ln L_i(a) near 0 to ln L0 + slope a + 4 a^2 / F_i^2 (Eq 7) for K profiles.
 
-    ``amplitudes`` (A,), ``losses`` (K, A) positive, ``L0`` scalar or (K,). ``window``
-    (scalar or (K,)) keeps only ``|a| <= window`` per direction (None: all points). With
-    ``fix_intercept`` the constant is ln L0 as in Eq 7; otherwise it is fitted too.
+    ``amplitudes`` (A,), ``losses`` (K, A) (or (A,) for one profile) positive, ``L0`` scalar
+    or (K,). ``window`` (positive scalar or (K,)) keeps only ``|a| <= window`` per direction
+    (None: all points). With ``fix_intercept`` the constant is ln L0 as in Eq 7; otherwise
+    it is fitted too.
     """
-    a = np.asarray(amplitudes, dtype=np.float64).ravel()
-    Ls = np.atleast_2d(np.asarray(losses, dtype=np.float64))
-    if Ls.shape[1] != a.size:
-        raise ValueError(f"losses must be (K, {a.size}) to match amplitudes, got {Ls.shape}")
-    if not (np.isfinite(Ls).all() and (Ls > 0).all()):
-        raise ValueError("losses must be positive and finite to take their logarithm")
+    caller = caller_of(amplitudes, losses, L0)
+    a, Ls, L0 = _check_profiles(amplitudes, losses, L0)
     K = Ls.shape[0]
-    L0 = np.broadcast_to(np.asarray(L0, dtype=np.float64), (K,))
-    if not (np.isfinite(L0).all() and (L0 > 0).all()):
-        raise ValueError("L0 must be positive and finite")
-    win = np.full(K, np.inf) if window is None else np.broadcast_to(np.asarray(window, float), (K,))
+    if window is None:
+        win = np.full(K, np.inf)
+    else:
+        win = check_array(window, "window", ndim=(0, 1), sign="positive")
+        if win.ndim == 1 and win.shape[0] not in (1, K):
+            raise ValueError(f"window must be a scalar or have {K} entries, got {win.shape[0]}")
+        win = np.broadcast_to(win, (K,))
     lnL = np.log(Ls)
     out = {k: np.full(K, np.nan) for k in ("F", "curvature", "slope", "intercept", "r2")}
     npts = np.zeros(K, dtype=np.int64)
@@ -379,12 +428,65 @@ def flatness_quadratic_fit(
         out["r2"][k] = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
         out["curvature"][k], out["slope"][k], out["intercept"][k] = c2, c1, c0
         out["F"][k] = 2.0 / np.sqrt(c2) if c2 > 0 else np.nan
-    return QuadFitResult(n_points=npts, **out)
+    w = caller.wrap
+    return QuadFitResult(n_points=w(npts), **{k: w(v) for k, v in out.items()})
+
+
+CURVATURE_OFFSETS = (-2.0, -1.0, 1.0, 2.0)
+"""Amplitudes, in units of the step h, at which :func:`flatness_curvature_at_zero` needs L."""
+
+
+@dataclass
+class CurvatureResult:
+    """Curvature and slope of ln L_k at a = 0 by central differences (Richardson-extrapolated).
+
+    ``curvature`` = (ln L)''(0), ``slope`` = (ln L)'(0) (the -beta of Eq S5 along PC1),
+    ``F`` = (8 / curvature)^(1/2) (Eq 7; NaN where curvature <= 0), ``richardson_rel_diff``
+    = |c(h) - c(2h)| / |c|: the size of the discretisation error that the extrapolation
+    removed (large values mean the step is too big for that direction, or the loss too noisy
+    for it). Arrays in the caller's type.
+    """
+
+    F: object
+    curvature: object
+    slope: object
+    richardson_rel_diff: object
+    step: float
+
+    def as_dict(self) -> dict:
+        return _arrays_to_lists(asdict(self))
+
+
+def flatness_curvature_at_zero(step, losses, L0) -> CurvatureResult:
+    """Flatness F_k = (8 / (ln L_k)''(0))^(1/2) (Eq 7) from losses at a = -2h, -h, h, 2h.
+
+    ``losses`` (K, 4) (or (4,)) at the amplitudes ``step * CURVATURE_OFFSETS``, ``L0`` the loss
+    at a = 0 (scalar or (K,)). Central second differences at h and 2h, combined as
+    (4 c(h) - c(2h)) / 3 (error O(h^4)). Independent of the e-width: nothing here looks at
+    where L reaches e * L0, so its agreement with :func:`flatness_e_width` tests Eq 7's form.
+    """
+    caller = caller_of(losses, L0)
+    h = check_positive(step, "step", hint="the finite-difference step (an amplitude)")
+    _, Ls, L0v = _check_profiles(np.asarray(CURVATURE_OFFSETS) * h, losses, L0)
+    y = np.log(Ls) - np.log(L0v)[:, None]  # ln L - ln L0 at -2h, -h, h, 2h
+    c_h = (y[:, 1] + y[:, 2]) / h**2
+    c_2h = (y[:, 0] + y[:, 3]) / (4 * h**2)
+    c = (4 * c_h - c_2h) / 3
+    s = (4 * (y[:, 2] - y[:, 1]) / (2 * h) - (y[:, 3] - y[:, 0]) / (4 * h)) / 3
+    with np.errstate(divide="ignore", invalid="ignore"):
+        F = np.where(c > 0, np.sqrt(8.0 / np.where(c > 0, c, 1.0)), np.nan)
+        rel = np.abs(c_h - c_2h) / np.abs(c)
+    w = caller.wrap
+    return CurvatureResult(F=w(F), curvature=w(c), slope=w(s), richardson_rel_diff=w(rel), step=h)
 
 
 @dataclass
 class VarianceFlatnessFit:
-    """sigma_i^2 ~ F_i^-psi (Eq 8): ``psi = -slope`` of the log-log fit, with errors."""
+    """sigma_i^2 ~ F_i^-psi (Eq 8): ``psi = -slope`` of the log-log fit, with errors.
+
+    ``n_unbounded``: modes left out because their flatness is NaN (a profile that never
+    reached e * L0; :func:`flatness_e_width` with ``on_unbounded="flag"``).
+    """
 
     psi: float
     psi_err: float
@@ -393,6 +495,7 @@ class VarianceFlatnessFit:
     r2: float
     n_points: int
     fit: PowerLawFit = field(repr=False)
+    n_unbounded: int = 0
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -411,21 +514,27 @@ def variance_flatness_exponent(
 ) -> VarianceFlatnessFit:
     """Exponent psi of sigma_i^2 ~ F_i^-psi (Eq 8) via :func:`fit_power_law`.
 
-    ``variances`` and ``F`` are per mode (pass only the diffusive modes i >= 2, or a boolean
-    ``mask``); NaN flatness values (unbounded profiles) are dropped. ``psi_err`` is the OLS
-    standard error, ``psi_err_boot`` the bootstrap one. A positive psi is the inverse
+    ``variances`` and ``F`` are 1-D, per mode (pass only the diffusive modes i >= 2, or a
+    boolean ``mask``). Variances must be positive and finite, F positive; NaN flatness
+    values (unbounded profiles) are left out and counted in ``n_unbounded``. ``psi_err`` is
+    the OLS standard error, ``psi_err_boot`` the bootstrap one. A positive psi is the inverse
     relation of SGD; the equilibrium fluctuation-response relation (Eq 16) gives psi = -2.
     """
-    v = np.asarray(variances, dtype=np.float64).ravel()
-    f = np.asarray(F, dtype=np.float64).ravel()
+    v = check_array(variances, "variances", sign="positive",
+                    hint="sigma_i^2 per mode, one 1-D array")  # fmt: skip
+    f = check_array(F, "F", finite="allow_inf", sign="positive",
+                    hint="flatness per mode, one 1-D array (NaN = unbounded profile)")  # fmt: skip
+    if np.isinf(f).any():
+        raise ValueError("F has an infinite value; mark unbounded profiles with NaN instead")
     if v.shape != f.shape:
         raise ValueError(f"variances and F must have the same length, got {v.size} and {f.size}")
     if mask is not None:
-        mask = np.asarray(mask, dtype=bool).ravel()
-        if mask.shape != v.shape:
-            raise ValueError("mask must have one entry per mode")
-        v, f = v[mask], f[mask]
-    fit = fit_power_law(f, v, x_range=F_range, n_boot=n_boot, seed=seed)
+        m = to_numpy(mask)
+        if m.dtype != bool or m.shape != v.shape:
+            raise ValueError(f"mask must be a boolean array with one entry per mode ({v.size})")
+        v, f = v[m], f[m]
+    unbounded = np.isnan(f)
+    fit = fit_power_law(f[~unbounded], v[~unbounded], x_range=F_range, n_boot=n_boot, seed=seed)
     return VarianceFlatnessFit(
         psi=-fit.slope,
         psi_err=fit.slope_err,
@@ -434,4 +543,5 @@ def variance_flatness_exponent(
         r2=fit.r2,
         n_points=fit.n_points,
         fit=fit,
+        n_unbounded=int(unbounded.sum()),
     )

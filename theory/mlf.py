@@ -12,14 +12,19 @@ Off-diagonal scales ``sigma_ij`` may be given as a scalar (the same for every pa
 ``r`` (N,) meaning the separable form sigma_ij = r_i r_j (O(N) storage, used by the simulator),
 or a full symmetric (N, N) matrix (its diagonal is ignored). Mode 1 is index 0.
 
-Everything is plain numpy (``np.asarray`` accepts numpy, torch-CPU and array-API inputs).
+Arrays from any array-API library (numpy, torch on any device, cupy) are accepted; the
+closed forms compute in the caller's namespace and return its array type, so torch autograd
+flows through them (e.g. d F_i / d M0_jj). :func:`ou_window_variance` (a stable per-mode sum)
+computes on the host and returns the caller's type without a gradient. Inputs are checked
+at the boundary: negative curvatures, rates, temperatures or spreads raise a ValueError.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .powerlaw import fit_power_law
+from ._arrays import Caller, caller_of, check_array, xp_array
+from .flatness import VarianceFlatnessFit, variance_flatness_exponent
 
 __all__ = [
     "averaged_curvature",
@@ -40,40 +45,59 @@ __all__ = [
     "window_variances",
 ]
 
-
-def _arr(x) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor (possibly on a device)
-        x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float64)
+_POS = "positive"
+_NONNEG = "nonnegative"
 
 
-def offdiag_weighted_sum(sigma_ij, w) -> np.ndarray:
+def _x(x, name: str, c: Caller, sign=None, hint: str = ""):
+    return xp_array(x, name, c, sign=sign, hint=hint)
+
+
+def _onehot(c: Caller, n: int, i: int = 0):
+    e = c.xp.zeros(n, dtype=c.dtype, device=c.device)
+    e[i] = 1.0
+    return e
+
+
+def _scalar_out(c: Caller, v):
+    """Scalar inputs give a Python float for numpy callers; arrays stay arrays (caller's type)."""
+    return float(v) if c.is_numpy and getattr(v, "ndim", 0) == 0 else v
+
+
+def offdiag_weighted_sum(sigma_ij, w):
     """sum_{j != i} sigma_ij^2 w_j for every i (the sums in Eqs 10, 11, 14).
 
     ``sigma_ij``: scalar, separable profile r (N,) with sigma_ij = r_i r_j, or (N, N).
     """
-    w = _arr(w)
-    s = _arr(sigma_ij)
+    c = caller_of(sigma_ij, w)
+    return _offdiag(c, _x(sigma_ij, "sigma_ij", c), xp_array(w, "w", c, min_ndim=1))
+
+
+def _offdiag(c: Caller, s, w):
+    xp = c.xp
     n = w.shape[-1]
     if s.ndim == 0:
-        return float(s) ** 2 * (w.sum(-1, keepdims=True) - w)
+        return s**2 * (xp.sum(w, axis=-1, keepdims=True) - w)
     if s.ndim == 1:
         if s.shape[0] != n:
             raise ValueError(f"separable sigma_ij profile has length {s.shape[0]}, expected {n}")
         r2 = s**2
-        return r2 * ((r2 * w).sum(-1, keepdims=True) - r2 * w)
-    if s.shape != (n, n):
-        raise ValueError(f"sigma_ij matrix must be ({n}, {n}), got {s.shape}")
+        return r2 * (xp.sum(r2 * w, axis=-1, keepdims=True) - r2 * w)
+    if tuple(s.shape) != (n, n):
+        raise ValueError(f"sigma_ij matrix must be ({n}, {n}), got {tuple(s.shape)}")
     s2 = s**2
-    return s2 @ w - np.diagonal(s2) * w
+    return xp.matmul(w, xp.matrix_transpose(s2)) - xp.linalg.diagonal(s2) * w
 
 
-def theta_mu_second_moment(sigma_theta, theta1_0: float = 0.0) -> np.ndarray:
+def theta_mu_second_moment(sigma_theta, theta1_0: float = 0.0):
     """<(theta^mu_j)^2> = sigma_theta,j^2 + delta_j1 (theta1^(0))^2."""
-    m2 = _arr(sigma_theta) ** 2
-    m2 = m2.copy()
-    m2[..., 0] += float(theta1_0) ** 2
-    return m2
+    c = caller_of(sigma_theta, theta1_0)
+    sT = _x(sigma_theta, "sigma_theta", c, _NONNEG)
+    return _m2(c, sT, _x(theta1_0, "theta1_0", c))
+
+
+def _m2(c: Caller, sT, t10):
+    return sT**2 + _onehot(c, sT.shape[-1]) * t10**2
 
 
 def averaged_curvature(M0, sigma_M, sigma_ij, sigma_theta, theta1_0: float = 0.0, *, paper=True):
@@ -85,50 +109,59 @@ def averaged_curvature(M0, sigma_M, sigma_ij, sigma_theta, theta1_0: float = 0.0
     ``paper=False`` adds the term sigma_M,1^2 (theta1^(0))^2 for i = 1 that the exact
     expansion also gives (Var(M^mu_11 theta^mu_1)); the paper's Eq 10 omits it.
     """
-    M0, sM, sT = _arr(M0), _arr(sigma_M), _arr(sigma_theta)
+    c = caller_of(M0, sigma_M, sigma_ij, sigma_theta, theta1_0)
+    M0 = _x(M0, "M0", c, _POS, "mean curvatures M0_ii must be positive")
+    sM = _x(sigma_M, "sigma_M", c, _NONNEG)
+    sT = _x(sigma_theta, "sigma_theta", c, _NONNEG)
+    t10 = _x(theta1_0, "theta1_0", c)
     M = M0 + sT**2 * M0**2 + sT**2 * sM**2
-    M = M + offdiag_weighted_sum(sigma_ij, theta_mu_second_moment(sT, theta1_0))
+    M = M + _offdiag(c, _x(sigma_ij, "sigma_ij", c), _m2(c, sT, t10))
     if not paper:
-        M = M.copy()
-        M[..., 0] += sM[..., 0] ** 2 * float(theta1_0) ** 2
+        M = M + _onehot(c, M.shape[-1]) * (sM * t10) ** 2
     return M
 
 
-def flatness_from_curvature(M) -> np.ndarray:
+def flatness_from_curvature(M):
     """F_i = (8 / M_ii)^(1/2) (Eq 10; the e-width of exp(M_ii theta^2 / 2), Eq 7)."""
-    M = _arr(M)
-    if np.any(M <= 0):
-        raise ValueError("curvatures M_ii must be positive to define a flatness")
-    return np.sqrt(8.0 / M)
+    c = caller_of(M)
+    M = _x(M, "M", c, _POS, "curvatures M_ii must be positive to define a flatness")
+    return c.xp.sqrt(8.0 / M)
 
 
-def curvature_from_flatness(F) -> np.ndarray:
+def curvature_from_flatness(F):
     """Inverse of :func:`flatness_from_curvature`: M_ii = 8 / F_i^2."""
-    F = _arr(F)
-    if np.any(F <= 0):
-        raise ValueError("flatness values must be positive")
+    c = caller_of(F)
+    F = _x(F, "F", c, _POS, "flatness values must be positive")
     return 8.0 / F**2
 
 
-def averaged_loss(theta, L0, M0, M, theta1_0: float = 0.0) -> np.ndarray:
+def averaged_loss(theta, L0, M0, M, theta1_0: float = 0.0):
     """Eq 10: L(theta) = L0 exp(-M0_11 theta1^(0) theta_1 + sum_i M_ii theta_i^2 / 2).
 
     ``theta`` (..., N); ``M`` from :func:`averaged_curvature`.
     """
-    th, M0, M = _arr(theta), _arr(M0), _arr(M)
-    expo = -M0[0] * float(theta1_0) * th[..., 0] + 0.5 * (M * th**2).sum(-1)
-    return float(L0) * np.exp(expo)
+    c = caller_of(theta, L0, M0, M, theta1_0)
+    th = _x(theta, "theta", c, hint="theta is (..., N)")
+    L0 = _x(L0, "L0", c, _POS)
+    M0, M = _x(M0, "M0", c, _POS), _x(M, "M", c, _POS)
+    t10 = _x(theta1_0, "theta1_0", c)
+    expo = -M0[0] * t10 * th[..., 0] + 0.5 * c.xp.sum(M * th**2, axis=-1)
+    return L0 * c.xp.exp(expo)
 
 
-def averaged_loss_minimum(L0, M0_11, M_11, theta1_0: float = 0.0) -> float:
+def averaged_loss_minimum(L0, M0_11, M_11, theta1_0: float = 0.0):
     """Minimum of Eq 10's L: L0 exp(-(M0_11 theta1^(0))^2 / (2 M_11)), at theta_1 =
     M0_11 theta1^(0) / M_11 (the linear PC1 term shifts the minimum off w0 = 0)."""
-    return float(L0) * float(np.exp(-((float(M0_11) * float(theta1_0)) ** 2) / (2 * float(M_11))))
+    c = caller_of(L0, M0_11, M_11, theta1_0)
+    L0 = _x(L0, "L0", c, _POS)
+    m0, m = _x(M0_11, "M0_11", c, _POS), _x(M_11, "M_11", c, _POS)
+    t10 = _x(theta1_0, "theta1_0", c)
+    return _scalar_out(c, L0 * c.xp.exp(-((m0 * t10) ** 2) / (2 * m)))
 
 
 def exact_mode_profile(
     amplitudes, i: int, L0, M0, sigma_M, sigma_ij, sigma_theta, theta1_0: float = 0.0
-) -> np.ndarray:
+):
     """Exact mean-field average <L^mu(t e_i)> along mode i (no expansion in t).
 
     Along theta = t e_i the exponent of Eq 9 is M^mu_ii y - t sum_{j != i} M^mu_ij theta^mu_j
@@ -140,46 +173,52 @@ def exact_mode_profile(
     ensemble). Its log matches Eq 10 to second order in t; the difference beyond measures
     the expansion's error.
     """
-    t = _arr(amplitudes)
-    M0, sM, sT = _arr(M0), _arr(sigma_M), _arr(sigma_theta)
+    cl = caller_of(amplitudes, L0, M0, sigma_M, sigma_ij, sigma_theta, theta1_0)
+    xp = cl.xp
+    t = _x(amplitudes, "amplitudes", cl)
+    L0 = _x(L0, "L0", cl, _POS)
+    M0 = _x(M0, "M0", cl, _POS)
+    sM = _x(sigma_M, "sigma_M", cl, _NONNEG)
+    sT = _x(sigma_theta, "sigma_theta", cl, _NONNEG)
+    t10 = _x(theta1_0, "theta1_0", cl)
+    s = _x(sigma_ij, "sigma_ij", cl)
     n = M0.shape[0]
-    if not 0 <= i < n:
+    if not 0 <= int(i) < n:
         raise ValueError(f"mode index {i} out of range for N={n}")
-    mean = np.zeros(n)
-    mean[0] = float(theta1_0)
+    i = int(i)
+    mean = _onehot(cl, n) * t10
     # sigma_ij^2 for j != i
-    s = _arr(sigma_ij)
     if s.ndim == 0:
-        sij2 = np.full(n, float(s) ** 2)
+        sij2 = s**2 * xp.ones(n, dtype=cl.dtype, device=cl.device)
     elif s.ndim == 1:
         sij2 = s[i] ** 2 * s**2
     else:
         sij2 = s[i] ** 2
-    sij2 = np.array(sij2, dtype=np.float64)
-    sij2[i] = 0.0
-    log_out = np.zeros_like(t)
-    bad = np.zeros(t.shape, dtype=bool)
+    sij2 = sij2 * (1.0 - _onehot(cl, n, i))
     # off-diagonal j terms: c_j = sij2_j t^2 / 2, x = theta^mu_j ~ N(mean_j, sT_j^2)
-    c = 0.5 * sij2[None, :] * t.reshape(-1, 1) ** 2
-    den = 1.0 - 2.0 * c * sT[None, :] ** 2
-    bad |= (den <= 0).any(-1).reshape(t.shape)
-    den = np.where(den > 0, den, 1.0)
-    log_out += (-0.5 * np.log(den) + c * mean[None, :] ** 2 / den).sum(-1).reshape(t.shape)
+    tc = xp.reshape(t, (-1, 1))
+    cj = 0.5 * sij2[None, :] * tc**2
+    den = 1.0 - 2.0 * cj * sT[None, :] ** 2
+    bad = xp.reshape(xp.any(den <= 0, axis=-1), t.shape)
+    den = xp.where(den > 0, den, xp.ones_like(den))
+    log_out = xp.reshape(
+        xp.sum(-0.5 * xp.log(den) + cj * mean[None, :] ** 2 / den, axis=-1), t.shape
+    )
     # diagonal term: y = t^2/2 - t u, u ~ N(mean_i, sT_i^2)
     ybar = 0.5 * t**2 - t * mean[i]
     v = t**2 * sT[i] ** 2
     a, cc = M0[i], 0.5 * sM[i] ** 2
     d2 = 1.0 - 2.0 * cc * v
-    bad |= d2 <= 0
-    d2 = np.where(d2 > 0, d2, 1.0)
-    log_out += -0.5 * np.log(d2) + (a * ybar + cc * ybar**2 + 0.5 * a**2 * v) / d2
-    out = float(L0) * np.exp(log_out)
-    return np.where(bad, np.inf, out)
+    bad = bad | (d2 <= 0)
+    d2 = xp.where(d2 > 0, d2, xp.ones_like(d2))
+    log_out = log_out - 0.5 * xp.log(d2) + (a * ybar + cc * ybar**2 + 0.5 * a**2 * v) / d2
+    out = L0 * xp.exp(log_out)
+    return xp.where(bad, xp.asarray(float("inf"), dtype=cl.dtype, device=cl.device), out)
 
 
 def min_position_variance(
     M0, sigma_ij, sigma_theta, theta1_0: float = 0.0, sigma_M=None, *, paper=True
-) -> np.ndarray:
+):
     """sigma~^2_theta,i = <(theta~^mu_i)^2> of the per-MLF profile minima, Eq 11.
 
     theta~^mu_i = theta^mu_i + sum_{j != i} M^mu_ij theta^mu_j / M^mu_ii. The paper uses
@@ -188,21 +227,27 @@ def min_position_variance(
     delta-method factor (1 + 3 sigma_M^2 / M0^2) for <(M^mu_ii)^-2> (needs ``sigma_M``).
     The returned value for i = 1 is the variance about theta1^(0) plus nothing else.
     """
-    M0, sT = _arr(M0), _arr(sigma_theta)
+    c = caller_of(M0, sigma_ij, sigma_theta, theta1_0, sigma_M)
+    M0 = _x(M0, "M0", c, _POS)
+    sT = _x(sigma_theta, "sigma_theta", c, _NONNEG)
+    s = _x(sigma_ij, "sigma_ij", c)
     if paper:
         w = sT**2
         inv2 = 1.0 / M0**2
     else:
         if sigma_M is None:
             raise ValueError("paper=False needs sigma_M for <(M_ii)^-2>")
-        w = theta_mu_second_moment(sT, theta1_0)
-        inv2 = (1.0 + 3.0 * _arr(sigma_M) ** 2 / M0**2) / M0**2
-    return sT**2 + inv2 * offdiag_weighted_sum(sigma_ij, w)
+        w = _m2(c, sT, _x(theta1_0, "theta1_0", c))
+        inv2 = (1.0 + 3.0 * _x(sigma_M, "sigma_M", c, _NONNEG) ** 2 / M0**2) / M0**2
+    return sT**2 + inv2 * _offdiag(c, s, w)
 
 
-def drift_velocity(alpha, L0, M0_11, theta1_0) -> float:
+def drift_velocity(alpha, L0, M0_11, theta1_0):
     """PC1 net drift velocity v1^(0) = alpha L0 M0_11 theta1^(0) per step (Eq 13)."""
-    return float(alpha) * float(L0) * float(M0_11) * float(theta1_0)
+    c = caller_of(alpha, L0, M0_11, theta1_0)
+    a = _x(alpha, "alpha", c, _POS, "the learning rate must be positive")
+    v = a * _x(L0, "L0", c, _POS) * _x(M0_11, "M0_11", c, _POS) * _x(theta1_0, "theta1_0", c)
+    return _scalar_out(c, v)
 
 
 def diffusion_constant(
@@ -216,7 +261,7 @@ def diffusion_constant(
     L0=None,
     *,
     paper=True,
-) -> np.ndarray:
+):
     """D_i = <v_i^2> per step of the short-time velocity v_i of Eq 13 (Eq 14).
 
     Paper (``paper=True``): D_i = alpha^2 <(L^mu_0)^2> [(M0_ii)^2 sigma_theta,i^2 +
@@ -225,31 +270,38 @@ def diffusion_constant(
     sigma_M,i^2 sigma_theta,i^2, the delta_j1 (theta1^(0))^2 terms and, for i = 1, the
     drift-subtracted variance (needs ``sigma_M`` and ``L0``).
     """
-    M0, sT = _arr(M0), _arr(sigma_theta)
-    a2 = float(alpha) ** 2 * float(L0_sq_mean)
+    c = caller_of(alpha, L0_sq_mean, M0, sigma_ij, sigma_theta, theta1_0, sigma_M, L0)
+    al = _x(alpha, "alpha", c, _POS, "the learning rate must be positive")
+    M0 = _x(M0, "M0", c, _POS)
+    sT = _x(sigma_theta, "sigma_theta", c, _NONNEG)
+    s = _x(sigma_ij, "sigma_ij", c)
+    a2 = al**2 * _x(L0_sq_mean, "L0_sq_mean", c, _POS)
     if paper:
-        return a2 * (M0**2 * sT**2 + offdiag_weighted_sum(sigma_ij, sT**2))
+        return a2 * (M0**2 * sT**2 + _offdiag(c, s, sT**2))
     if sigma_M is None or L0 is None:
         raise ValueError("paper=False needs sigma_M and L0")
-    sM = _arr(sigma_M)
-    m2 = theta_mu_second_moment(sT, theta1_0)
-    D = a2 * ((M0**2 + sM**2) * m2 + offdiag_weighted_sum(sigma_ij, m2))
-    D = D.copy()
-    D[..., 0] -= drift_velocity(alpha, L0, M0[..., 0], theta1_0) ** 2
-    return D
+    sM = _x(sigma_M, "sigma_M", c, _NONNEG)
+    L0 = _x(L0, "L0", c, _POS)
+    if bool(c.xp.any(L0**2 > _x(L0_sq_mean, "L0_sq_mean", c) * (1 + 1e-12))):
+        raise ValueError("L0_sq_mean = <(L^mu_0)^2> cannot be smaller than L0^2")
+    t10 = _x(theta1_0, "theta1_0", c)
+    m2 = _m2(c, sT, t10)
+    D = a2 * ((M0**2 + sM**2) * m2 + _offdiag(c, s, m2))
+    return D - _onehot(c, D.shape[-1]) * (al * L0 * M0[..., 0] * t10) ** 2
 
 
-def relaxation_time(alpha, L0, M) -> np.ndarray:
+def relaxation_time(alpha, L0, M):
     """tau_i = 1 / (alpha L0 M_ii) in steps (Sec IV).
 
     With M = M_ii of Eq 10 (the paper's definition) it is the relaxation time of gradient
     descent on the averaged loss; the linearised dynamics of Eq 12 relaxes at the mean rate
     alpha L0 M0_ii instead (pass M0).
     """
-    M = _arr(M)
-    if np.any(M <= 0):
-        raise ValueError("curvatures must be positive for a finite relaxation time")
-    return 1.0 / (float(alpha) * float(L0) * M)
+    c = caller_of(alpha, L0, M)
+    al = _x(alpha, "alpha", c, _POS, "the learning rate must be positive")
+    L0 = _x(L0, "L0", c, _POS)
+    M = _x(M, "M", c, _POS, "curvatures must be positive for a finite relaxation time")
+    return 1.0 / (al * L0 * M)
 
 
 def ou_window_variance(D, tau, T: int, *, start="stationary", burn_in: int = 0, ddof: int = 0):
@@ -257,8 +309,8 @@ def ou_window_variance(D, tau, T: int, *, start="stationary", burn_in: int = 0, 
 
     Model (the linear dynamics of Eq 12 for one mode): x_{t+1} = rho x_t + xi_t with
     rho = 1 - 1/tau and white noise of variance D per step (D of Eq 14); tau = inf is a random
-    walk. The window holds T consecutive samples; the result is E[(1/(T - ddof)) sum_t
-    (x_t - xbar)^2], exact (no continuum limit):
+    walk (pass ``np.inf``; NaN is refused). The window holds T consecutive samples; the result
+    is E[(1/(T - ddof)) sum_t (x_t - xbar)^2], exact (no continuum limit):
 
     - ``start="stationary"``: (1/T^2) sum_{h=1}^{T-1} (T - h) gamma(h) with the variogram
       gamma(h) = 2 D (1 - rho^h) / (1 - rho^2);
@@ -267,13 +319,21 @@ def ou_window_variance(D, tau, T: int, *, start="stationary", burn_in: int = 0, 
     Limits: T << tau gives D (T^2 - 1) / (6T) (diffusive, ~ D T / 6); T >> tau gives the
     stationary variance D / (1 - rho^2) ~ D tau / 2.
     """
-    D = _arr(D)
-    tau = _arr(tau)
+    caller = caller_of(D, tau)
+    D = check_array(D, "D", ndim=None, sign=_NONNEG, hint="D is a diffusion constant per step")
+    tau = check_array(
+        tau, "tau", ndim=None, finite="allow_inf",
+        hint="tau is a relaxation time in steps (>= 1; np.inf for a random walk)",
+    )  # fmt: skip
     T = int(T)
     if T < 2:
         raise ValueError(f"a window needs T >= 2 samples, got {T}")
-    if np.any(tau < 1) or np.any(D < 0):
-        raise ValueError("need tau >= 1 step (rho = 1 - 1/tau in [0, 1)) and D >= 0")
+    if np.any(tau < 1):
+        raise ValueError("need tau >= 1 step (rho = 1 - 1/tau in [0, 1)); np.inf: random walk")
+    if not (0 <= int(burn_in) and 0 <= int(ddof) < T):
+        raise ValueError(f"need burn_in >= 0 and 0 <= ddof < T, got {burn_in}, {ddof}")
+    if start not in ("stationary", "origin"):
+        raise ValueError(f"start must be 'stationary' or 'origin', got {start!r}")
     D, tau = np.broadcast_arrays(D, tau)
     shape = D.shape
     D, tau = D.ravel(), tau.ravel()
@@ -292,7 +352,7 @@ def ou_window_variance(D, tau, T: int, *, start="stationary", burn_in: int = 0, 
             out[k] = _origin_window_var(D[k], lr, T, int(burn_in), finite)
         else:
             raise ValueError(f"start must be 'stationary' or 'origin', got {start!r}")
-    return (out * T / (T - ddof)).reshape(shape)
+    return caller.wrap((out * T / (T - ddof)).reshape(shape))
 
 
 def _ratio(num_log, den_log, limit):
@@ -324,33 +384,53 @@ def window_variances(D, tau, T: int, **kw) -> dict:
     """Predicted window variance per mode: exact OU value and both regime limits.
 
     ``diffusive`` = D (T^2 - 1) / (6 T) (T << tau), ``stationary`` = D / (1 - rho^2)
-    (T >> tau), ``exact`` = :func:`ou_window_variance` (kwargs passed on).
+    (T >> tau), ``exact`` = :func:`ou_window_variance` (kwargs passed on). The two limits
+    are computed in the caller's namespace (autograd flows); ``exact`` on the host.
     """
-    D, tau = np.broadcast_arrays(_arr(D), _arr(tau))
-    rho = 1.0 - 1.0 / tau
+    exact = ou_window_variance(D, tau, T, **kw)  # validates D, tau, T
+    c = caller_of(D, tau)
+    Dx, taux = _x(D, "D", c, _NONNEG), xp_array(tau, "tau", c, finite="allow_inf")
+    Dx, taux = c.xp.broadcast_arrays(Dx, taux)
+    rho = 1.0 - 1.0 / taux
+    T = int(T)
     return {
-        "exact": ou_window_variance(D, tau, T, **kw),
-        "diffusive": D * (T**2 - 1) / (6.0 * T),
-        "stationary": D / (1.0 - rho**2),
+        "exact": exact,
+        "diffusive": Dx * (T**2 - 1) / (6.0 * T),
+        "stationary": Dx / (1.0 - rho**2),
     }
 
 
-def predicted_psi(variances, F, **kw):
-    """Exponent psi of sigma_i^2 ~ F_i^-psi (Eq 8) from predicted variances (fit_power_law)."""
-    fit = fit_power_law(_arr(F), _arr(variances), **kw)
-    return -fit.slope, fit
+def predicted_psi(variances, F, **kw) -> VarianceFlatnessFit:
+    """Exponent psi of sigma_i^2 ~ F_i^-psi (Eq 8) from predicted variances.
+
+    The same fit and the same result type as :func:`~sgdyn.theory.flatness.
+    variance_flatness_exponent` (``.psi``, ``.psi_err``, ``.psi_err_boot``, ``.fit``), so a
+    prediction and a measurement read alike; kwargs are passed on to it.
+    """
+    return variance_flatness_exponent(variances, F, **kw)
 
 
-def equilibrium_variance(temperature, L0, M, *, alpha=None) -> np.ndarray:
+def equilibrium_variance(temperature, L0, M, *, alpha=None):
     """Eq 16: Boltzmann variance of theta_i in L = L0 (1 + M_ii theta_i^2 / 2 + ...).
 
     sigma_i^2 = T / (L0 M_ii) = T F_i^2 / (8 L0), proportional to T F_i^2. ``L0`` is the
     loss at the minimum (:func:`averaged_loss_minimum` when theta1^(0) != 0). With ``alpha``
     the exact stationary variance of the discrete Langevin update theta <- theta - alpha
-    grad L + sqrt(2 alpha T) xi is returned, T / (L0 M_ii (1 - alpha L0 M_ii / 2)).
+    grad L + sqrt(2 alpha T) xi is returned, T / (L0 M_ii (1 - alpha L0 M_ii / 2)); it needs
+    alpha L0 M_ii < 2 (a stable update).
     """
-    M = _arr(M)
-    var = float(temperature) / (float(L0) * M)
+    c = caller_of(temperature, L0, M, alpha)
+    T = _x(temperature, "temperature", c, _NONNEG, "a temperature cannot be negative")
+    L0 = _x(L0, "L0", c, _POS)
+    M = _x(M, "M", c, _POS, "curvatures must be positive for a Boltzmann variance")
+    var = T / (L0 * M)
     if alpha is not None:
-        var = var / (1.0 - float(alpha) * float(L0) * M / 2.0)
+        al = _x(alpha, "alpha", c, _POS, "the step size must be positive")
+        gain = 1.0 - al * L0 * M / 2.0
+        if not bool(c.xp.all(gain > 0)):
+            raise ValueError(
+                "alpha L0 M_ii >= 2 for some mode: the discrete Langevin update is unstable "
+                "there and has no stationary variance; lower alpha"
+            )
+        var = var / gain
     return var

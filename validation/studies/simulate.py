@@ -151,10 +151,10 @@ def run_study(cfg: SimStudyConfig, progress: bool = True):
     summary["checks"]["drift_measured_over_eq13"] = drift_meas / v1 if v1 != 0 else None
     summary["checks"]["window_var_diffusive_over_ou"] = _ratio_stats(var_d[diff] / pred_d[diff])
     psi_sim_d = variance_flatness_exponent(var_d[diff], F[diff])
-    psi_th_d, _ = mlf.predicted_psi(pred_d[diff], F[diff])
-    psi_th_d_lim, _ = mlf.predicted_psi(
+    psi_th_d = mlf.predicted_psi(pred_d[diff], F[diff]).psi
+    psi_th_d_lim = mlf.predicted_psi(
         mlf.window_variances(D_paper, tau_M, Td)["diffusive"][diff], F[diff]
-    )
+    ).psi
     # pooled PCA of the replicas' windows (each window mean-removed) + flatness of each PC
     pca = StreamingPCA()
     for r in range(th.shape[1]):
@@ -190,7 +190,7 @@ def run_study(cfg: SimStudyConfig, progress: bool = True):
     var_s = _window_var(th_s)
     pred_s = mlf.window_variances(D_s, tau_s, Ts)["stationary"]
     psi_sim_s = variance_flatness_exponent(var_s[diff], F[diff])
-    psi_th_s, _ = mlf.predicted_psi(pred_s[diff], F[diff])
+    psi_th_s = mlf.predicted_psi(pred_s[diff], F[diff]).psi
     summary["checks"]["window_var_stationary_over_ou"] = _ratio_stats(var_s[diff] / pred_s[diff])
     arrays.update(var_stationary=var_s, pred_stationary=pred_s)
 

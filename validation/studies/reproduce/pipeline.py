@@ -34,6 +34,7 @@ from sgdyn.validation.models import build_model
 from sgdyn.validation.studies.capture import CaptureConfig, CaptureResult, capture_window
 
 from . import figures as plots
+from .null_models import null_models
 from .report import write_report
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,24 @@ def analyse_capture(res: CaptureResult, cfg: ReproduceConfig) -> tuple[dict, dic
         "drift_velocity": dd.drift_velocity,
         "diffusion": dd.diffusion,
     }
+    summary["nulls"] = null_models(
+        res.trajectory,
+        {
+            "var1_over_var2": spec.var1_over_var2,
+            "gamma": spec.gamma,
+            "n90_excl_pc1": spec.n90_excl_pc1,
+            "fraction_pc1": spec.fraction_pc1,
+            "pc1_drift_ratio": dd.drift_ratio[0],
+            "pc1_corr_time_steps": dd.corr_time_steps[0],
+            "modes_median_drift_ratio": np.median(dd.drift_ratio[others]),
+            "modes_median_corr_time_steps": np.median(dd.corr_time_steps[others]),
+        },
+        block=block,
+        n_modes=k,
+        rank_range=cfg.rank_range,
+        steps_per_epoch=spe,
+        seed=cfg.seed,
+    )
     summary["_fit_intercept"] = fit.intercept
     return summary, arrays
 
