@@ -231,7 +231,8 @@ class NetworkLandscape:
         number of classes); a torch loss module, a function taking ``reduction=`` or one
         returning per-sample values (:func:`sgdyn.validation.probes.losses.per_sample_loss`).
     batch_size, seed : define the minibatches ``mu`` of :meth:`minibatch_loss_and_grad`
-        (one seeded epoch: a permutation cut into ``n // batch_size`` batches).
+        (one seeded epoch: a permutation cut into ``n // batch_size`` batches; None:
+        ``min(50, n)``).
     cache_bytes : memory allowed for cached per-direction module outputs ``D_k``.
     fast : False forces the whole-model path everywhere (for checks and benchmarks).
 
@@ -254,7 +255,7 @@ class NetworkLandscape:
         data,
         *,
         loss_fn=None,
-        batch_size: int = 50,
+        batch_size: int | None = 50,
         seed: int = 0,
         cache_bytes: int = 256 << 20,
         fast: bool = True,
@@ -281,6 +282,8 @@ class NetworkLandscape:
         self.x = x.to(self.device, self.dtype) if x.is_floating_point() else x.to(self.device)
         self.y = y.to(self.device, self.dtype) if y.is_floating_point() else y.to(self.device)
         self.n_samples = int(self.x.shape[0])
+        if batch_size is None:
+            batch_size = min(50, self.n_samples)
         if not 1 <= batch_size <= self.n_samples:
             raise ValueError(f"batch_size must be in 1..{self.n_samples}, got {batch_size}")
         self.batch_size = int(batch_size)
