@@ -255,7 +255,7 @@ class NetworkLandscape:
         data,
         *,
         loss_fn=None,
-        batch_size: int | None = 50,
+        batch_size: int | None = None,
         seed: int = 0,
         cache_bytes: int = 256 << 20,
         fast: bool = True,
@@ -515,8 +515,11 @@ class NetworkLandscape:
             def hv(v, g=g):
                 return torch.func.jvp(g, (w,), (v,))[1]
 
+            if V.shape[0] == 1:  # Lanczos' matvecs: vmap costs 2x for one direction
+                out[0] += hv(V[0]).detach()
+                continue
             for k0 in range(0, V.shape[0], chunk_dirs):
-                out[k0 : k0 + chunk_dirs] += torch.func.vmap(hv)(V[k0 : k0 + chunk_dirs])
+                out[k0 : k0 + chunk_dirs] += torch.func.vmap(hv)(V[k0 : k0 + chunk_dirs]).detach()
         return out / self.n_samples
 
     @_in_eval_mode
