@@ -57,7 +57,9 @@ def _explicit_loss(model, name, w, x, y, loss=F.cross_entropy):
     model.eval()
     try:
         with torch.no_grad():
-            out = torch.func.functional_call(model, {name: w.view_as(model.get_parameter(name))}, (x,))
+            out = torch.func.functional_call(
+                model, {name: w.view_as(model.get_parameter(name))}, (x,)
+            )
             return float(loss(out, y))
     finally:
         for m, f in was:
@@ -206,7 +208,11 @@ def test_bad_loss_and_input_shapes_fail_clearly():
     m = SmallCNN()
     with pytest.raises(ValueError, match="one loss per sample"):
         NetworkLandscape(
-            m, "conv2.weight", (x, y), loss_fn=lambda out, t: F.cross_entropy(out, t), batch_size=None
+            m,
+            "conv2.weight",
+            (x, y),
+            loss_fn=lambda out, t: F.cross_entropy(out, t),
+            batch_size=None,
         )
     with pytest.raises(ValueError, match="model's own shape"):
         NetworkLandscape(m, "conv2.weight", (x.reshape(8, -1), y), batch_size=None)
