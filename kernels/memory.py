@@ -6,7 +6,7 @@ import os
 
 import torch
 
-__all__ = ["available_bytes", "format_bytes"]
+__all__ = ["InsufficientMemoryError", "available_bytes", "check_fits", "format_bytes"]
 
 
 def available_bytes(device=None) -> int | None:
@@ -37,3 +37,20 @@ def format_bytes(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f} {unit}"
     return f"{int(n)} B"
+
+
+class InsufficientMemoryError(ValueError, MemoryError):
+    """An allocation was refused before it started: the message gives the size and the
+    option that changes it (a ValueError too, so command lines report it on one line)."""
+
+
+def check_fits(need: int, device, what: str, advice: str, limit: int | None = None) -> None:
+    """Raise :class:`InsufficientMemoryError` when ``need`` bytes exceed ``limit`` (default:
+    what :func:`available_bytes` reports free on ``device``; unknown: no check)."""
+    if limit is None:
+        limit = available_bytes(device)
+    if limit is not None and need > limit:
+        raise InsufficientMemoryError(
+            f"{what} needs about {format_bytes(need)} on {device} but only "
+            f"{format_bytes(limit)} is available: {advice}"
+        )

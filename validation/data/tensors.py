@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sgdyn.kernels.memory import check_fits
+
 from .datasets import ArrayDataset, DataError
 
 __all__ = ["as_tensors"]
@@ -58,10 +60,7 @@ def as_tensors(data, *, max_bytes: int | None = None) -> tuple[torch.Tensor, tor
             per = (x.element_size() * x[0].numel() + y.element_size() * y[0].numel()) * 1.0
             need = per * n_total
             if need > max_bytes:
-                raise MemoryError(
-                    f"the data would take {need / 2**30:.2f} GiB in memory (limit "
-                    f"{max_bytes / 2**30:.2f} GiB): pass a Subset of the data"
-                )
+                check_fits(int(need), "cpu", "the data", "pass a Subset of it", max_bytes)
         xs.append(x)
         ys.append(y)
     if not xs:

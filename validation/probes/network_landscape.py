@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sgdyn.kernels.memory import available_bytes, format_bytes
+from sgdyn.kernels.memory import available_bytes, check_fits
 from sgdyn.theory.flatness import EWidthResult, flatness_e_width
 from sgdyn.validation.data.tensors import as_tensors
 
@@ -271,14 +271,9 @@ class NetworkLandscape:
         self.device = self.param.device
         self.dtype = self.param.dtype
         self.loss_fn = per_sample_loss(loss_fn)
-        limit = available_bytes(self.device)
-        x, y = as_tensors(data, max_bytes=limit)
+        x, y = as_tensors(data, max_bytes=available_bytes("cpu"))
         need = x.numel() * _elem_size(x, self.dtype) + y.numel() * _elem_size(y, self.dtype)
-        if limit is not None and need > limit:
-            raise MemoryError(
-                f"the data needs {format_bytes(need)} on {self.device} but "
-                f"{format_bytes(limit)} is free: probe a subset of the samples"
-            )
+        check_fits(need, self.device, "the probe's data", "probe a subset of the samples")
         self.x = x.to(self.device, self.dtype) if x.is_floating_point() else x.to(self.device)
         self.y = y.to(self.device, self.dtype) if y.is_floating_point() else y.to(self.device)
         self.n_samples = int(self.x.shape[0])
