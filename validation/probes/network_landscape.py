@@ -699,6 +699,10 @@ class ProfileEvaluator:
 
     @torch.no_grad()
     def pairs(self, k: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        with eval_mode(self.land.model):  # once per call, not per tail batch (hot path)
+            return self._pairs(k, a)
+
+    def _pairs(self, k: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Mean losses (float64, (n_pairs,)) at w0 + a[j] P[k[j]].
 
         Pairs go through the tail in chunks of about ``_TAIL_ELEMS`` activations: each
@@ -735,7 +739,7 @@ class ProfileEvaluator:
                 z = buf[:npc, :ns]
                 for i in range(npc):
                     torch.add(z0, self.D[ks[p0 + i], s0 : s0 + ns], alpha=As[p0 + i], out=z[i])
-                logits = land._btail(z.reshape(npc * ns, *shape))
+                logits = land._btail.inner(z.reshape(npc * ns, *shape))
                 key = (npc, s0, ns)
                 if key not in y_rep:
                     y = land.y[s0 : s0 + ns]
