@@ -346,6 +346,7 @@ def curvature_stage(land, w0, comps, summ, cfg, quick: bool) -> tuple[dict, dict
 
 def _curvature_plot(out_dir: Path, arrays: dict, cs: dict) -> tuple[str, str]:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     modes = arrays["flat_modes"]
     Fe, Fh = arrays["flat_F_ewidth"], arrays["curv_F_hessian"]
@@ -363,6 +364,8 @@ def _curvature_plot(out_dir: Path, arrays: dict, cs: dict) -> tuple[str, str]:
         title="flatness vs curvature along p_i (i>=2)",
     )
     ax[0].legend(fontsize=8)
+    ax[0].xaxis.set_minor_formatter(NullFormatter())
+    ax[0].yaxis.set_minor_formatter(NullFormatter())
     ax[1].semilogx(modes, arrays["curv_eig_cosine"], "o", ms=3, label="PCA p_i")
     null = arrays["curv_null_eig_cosine"]
     ax[1].axhspan(
