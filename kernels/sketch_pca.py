@@ -22,24 +22,26 @@ from __future__ import annotations
 
 import torch
 
-from .streaming_pca import StreamingPCA
+from .pca_base import BasePCA
 
 
-class SketchPCA:
+class SketchPCA(BasePCA):
     """Frequent-Directions streaming PCA with :class:`StreamingPCA`'s interface.
 
     Parameters
     ----------
-    n_components : components kept by :meth:`finalize` (None: ``sketch_size``; at most
-        ``sketch_size``).
+    n_components : components kept (None: ``sketch_size``; at most ``sketch_size``).
     sketch_size : ell, the number of sketch rows (default ``max(64, 4 n_components)``).
-    dtype : accumulation dtype (float64 by default).
+    dtype : accumulation dtype; float64 only (:mod:`sgdyn.kernels.pca_base`).
 
-    Fitted attributes (scikit-learn names): ``mean_``, ``components_`` (k, N),
-    ``explained_variance_`` (k,), ``explained_variance_ratio_``, ``total_variance_`` (exact:
-    the trace is tracked separately), ``n_samples_seen_``; plus ``error_bound_`` (Delta, in
-    scatter units) and ``variance_error_bound_`` = Delta / (n - 1).
+    Fitted attributes (scikit-learn names, :class:`~sgdyn.kernels.pca_base.BasePCA`):
+    ``mean_``, ``components_`` (k, N), ``explained_variance_`` (k,),
+    ``explained_variance_ratio_``, ``total_variance_`` (exact: the trace is tracked
+    separately), ``n_samples_seen_``; plus ``error_bound_`` (Delta, in scatter units) and
+    ``variance_error_bound_`` = Delta / (n - 1).
     """
+
+    _extra_fitted = ("error_bound_", "variance_error_bound_")
 
     def __init__(
         self,
@@ -57,50 +59,44 @@ class SketchPCA:
                 f"n_components={n_components} exceeds sketch_size={ell}; raise sketch_size"
             )
         self.n_components = n_components
-        self.sketch_size = ell
-        self.dtype = dtype
+        self.sketch_size = sketch_size
+        self.dtype = self._check_dtype(dtype)
+        self._ell = ell
         self.reset()
 
+    @property
+    def sketch_rows(self) -> int:
+        """ell, the sketch size in use (``sketch_size`` or its default)."""
+        return self._ell
+
     def reset(self) -> SketchPCA:
-        self.n_samples_seen_ = 0
-        self.mean_: torch.Tensor | None = None
+        """Forget everything seen (parameters stay)."""
+        self._clear_fit(all_state=True)
+        self._mean: torch.Tensor | None = None
         self._B: torch.Tensor | None = None  # (2 ell, N) buffer, rows [0, _fill) in use
         self._fill = 0
-        self.error_bound_ = 0.0
+        self._delta = 0.0
         self._trace = 0.0
-        self.components_ = None
-        self.explained_variance_ = None
         return self
 
-    @property
-    def n_features_(self) -> int | None:
-        return None if self.mean_ is None else int(self.mean_.shape[0])
+    def _running_mean(self) -> torch.Tensor:
+        return self._mean
 
     # -- streaming ----------------------------------------------------------------------------
-    def partial_fit(self, X: torch.Tensor) -> SketchPCA:
-        """Merge a batch of snapshots ``X`` (n_b, N)."""
-        X = StreamingPCA._check(self, X)
+    def _partial_fit(self, X: torch.Tensor) -> None:
         nb = X.shape[0]
-        if nb == 0:
-            return self
-        X = X.to(self.dtype)
         mean_b = X.mean(dim=0)
-        if self.mean_ is None:
-            self.mean_ = mean_b
-            self._B = torch.zeros(
-                2 * self.sketch_size, X.shape[1], dtype=self.dtype, device=X.device
-            )
-            self.n_samples_seen_ = nb
+        if self._mean is None:
+            self._mean = mean_b
+            self._B = torch.zeros(2 * self._ell, X.shape[1], dtype=self.dtype, device=X.device)
         else:
-            na = self.n_samples_seen_
+            na = self.__dict__.get("n_samples_seen_", 0)
             n = na + nb
-            delta = mean_b - self.mean_
+            delta = mean_b - self._mean
             self._append((delta * (na * nb / n) ** 0.5)[None])
-            self.mean_ = self.mean_ + delta * (nb / n)
-            self.n_samples_seen_ = n
+            self._mean = self._mean + delta * (nb / n)
         if nb > 1:
             self._append(X - mean_b)
-        return self
 
     def _append(self, rows: torch.Tensor) -> None:
         self._trace += float((rows * rows).sum())
@@ -116,8 +112,8 @@ class SketchPCA:
 
     def _shrink(self) -> None:
         """One Frequent-Directions step: keep ell rows, subtract the ell-th squared singular
-        value from every squared singular value (adds it to ``error_bound_``)."""
-        ell = self.sketch_size
+        value from every squared singular value (adds it to the error bound Delta)."""
+        ell = self._ell
         s, vt = _svd_rows(self._B[: self._fill])
         s2 = s * s
         shrink = float(s2[ell]) if s2.shape[0] > ell else 0.0
@@ -126,51 +122,23 @@ class SketchPCA:
         self._B.zero_()
         self._B[:keep] = new_s[:, None] * vt[:keep]
         self._fill = keep
-        self.error_bound_ += shrink
-
-    def fit(self, X: torch.Tensor) -> SketchPCA:
-        return self.reset().partial_fit(X).finalize()
+        self._delta += shrink
 
     # -- results ------------------------------------------------------------------------------
-    def finalize(self) -> SketchPCA:
-        """Principal directions of the sketch, sorted by decreasing variance, signs as in
-        scikit-learn (largest-magnitude entry positive)."""
+    def _decompose(self):
         n = self.n_samples_seen_
-        if n < 2:
-            raise ValueError(f"PCA needs at least 2 snapshots, got {n}; record a longer window")
         s, vt = _svd_rows(self._B[: self._fill])
-        k = self.n_components or self.sketch_size
-        k = min(k, vt.shape[0])
-        if k == 0:  # every snapshot identical
-            k = 1
-            vt = torch.zeros(1, self.mean_.shape[0], dtype=self.dtype, device=self.mean_.device)
-            vt[0, 0] = 1
-            s = torch.zeros(1, dtype=self.dtype, device=vt.device)
-        comps = vt[:k]
-        idx = comps.abs().argmax(dim=1)
-        signs = torch.sign(comps[torch.arange(k, device=comps.device), idx])
-        signs[signs == 0] = 1
-        self.components_ = comps * signs[:, None]
-        self.explained_variance_ = (s[:k] ** 2) / (n - 1)
-        self.total_variance_ = self._trace / (n - 1)
-        denom = self.total_variance_ if self.total_variance_ > 0 else 1.0
-        self.explained_variance_ratio_ = self.explained_variance_ / denom
-        self.variance_error_bound_ = self.error_bound_ / (n - 1)
-        return self
+        k = min(self.n_components or self._ell, vt.shape[0])
+        extra = {"error_bound_": self._delta, "variance_error_bound_": self._delta / (n - 1)}
+        return (s[:k] ** 2) / (n - 1), vt[:k], self._trace / (n - 1), extra
 
     def covariance(self) -> torch.Tensor:
         """The sketched covariance B^T B / (n - 1), (N, N): only for small N (diagnostics)."""
-        if self.n_samples_seen_ < 2:
-            raise ValueError(f"PCA needs at least 2 snapshots, got {self.n_samples_seen_}")
+        n = self.__dict__.get("n_samples_seen_", 0)
+        if n < 2:
+            raise ValueError(f"PCA needs at least 2 snapshots, got {n}")
         B = self._B[: self._fill]
-        return B.T @ B / (self.n_samples_seen_ - 1)
-
-    def transform(self, X: torch.Tensor) -> torch.Tensor:
-        """PCA coordinates theta_i = (x - mean) . p_i (Eq 5)."""
-        if self.components_ is None:
-            raise RuntimeError("call finalize() (or fit()) before transform()")
-        X = StreamingPCA._check(self, X)
-        return (X.to(self.dtype) - self.mean_) @ self.components_.T
+        return B.T @ B / (n - 1)
 
 
 def _svd_rows(B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,64 +17,57 @@ from __future__ import annotations
 import torch
 
 from .dispatch import backend_for
+from .pca_base import BasePCA
 
 
-class StreamingPCA:
+class StreamingPCA(BasePCA):
     """``partial_fit``-style exact PCA on the device holding the data.
 
     Parameters
     ----------
-    n_components : number of components kept by :meth:`finalize` (None: all).
-    dtype : accumulation dtype (float64 by default: exact enough to match scikit-learn
-        to ~1e-10 relative).
+    n_components : number of components kept (None: all non-zero ones).
+    dtype : accumulation dtype; float64 only (exact enough to match scikit-learn to
+        ~1e-10 relative; float32 is refused, see :mod:`sgdyn.kernels.pca_base`).
 
-    After :meth:`finalize` the fitted attributes follow scikit-learn's names:
-    ``mean_``, ``components_`` (k, N), ``explained_variance_`` (k,),
-    ``explained_variance_ratio_`` and ``total_variance_``.
+    scikit-learn interface and fitted attributes: :class:`~sgdyn.kernels.pca_base.BasePCA`
+    (``mean_``, ``components_`` (k, N), ``explained_variance_`` (k,),
+    ``explained_variance_ratio_``, ``total_variance_``, ...).
     """
 
     def __init__(self, n_components: int | None = None, dtype: torch.dtype = torch.float64):
         if n_components is not None and n_components < 1:
             raise ValueError(f"n_components must be >= 1 or None, got {n_components}")
         self.n_components = n_components
-        self.dtype = dtype
+        self.dtype = self._check_dtype(dtype)
         self.reset()
 
     def reset(self) -> StreamingPCA:
+        """Forget everything seen (parameters stay)."""
+        self._clear_fit(all_state=True)
         self._svd = None
-        self.n_samples_seen_ = 0
-        self.mean_: torch.Tensor | None = None
-        self.m2_: torch.Tensor | None = None
-        self.components_ = None
-        self.explained_variance_ = None
+        self._mean: torch.Tensor | None = None
+        self._m2: torch.Tensor | None = None
         return self
 
-    @property
-    def n_features_(self) -> int | None:
-        return None if self.mean_ is None else int(self.mean_.shape[0])
+    def _running_mean(self) -> torch.Tensor:
+        return self._mean
 
-    def partial_fit(self, X: torch.Tensor) -> StreamingPCA:
-        """Merge a batch of snapshots ``X`` (n_b, N) into the running moments."""
-        X = self._check(X)
+    def _partial_fit(self, X: torch.Tensor) -> None:
         nb = X.shape[0]
-        if nb == 0:
-            return self
-        mean_b, m2_b = batch_moments(X.to(self.dtype))
+        mean_b, m2_b = batch_moments(X)
         self._materialise_m2()
-        if self.mean_ is None:
-            self.mean_, self.m2_, self.n_samples_seen_ = mean_b, m2_b, nb
-            return self
-        na = self.n_samples_seen_
+        if self._mean is None:
+            self._mean, self._m2 = mean_b, m2_b
+            return
+        na = self.__dict__.get("n_samples_seen_", 0)
         n = na + nb
-        delta = mean_b - self.mean_
-        self.m2_ += m2_b
-        self.m2_.add_(torch.outer(delta, delta), alpha=na * nb / n)
-        self.mean_ += delta * (nb / n)
-        self.n_samples_seen_ = n
-        return self
+        delta = mean_b - self._mean
+        self._m2 += m2_b
+        self._m2.add_(torch.outer(delta, delta), alpha=na * nb / n)
+        self._mean = self._mean + delta * (nb / n)
 
     def fit(self, X: torch.Tensor) -> StreamingPCA:
-        """Fit on one block of snapshots and finalize.
+        """Fit on one block of snapshots and compute the decomposition.
 
         With fewer snapshots than features (a 1,000-step window of 2,500 weights) the exact
         answer comes from the n x n Gram matrix of the centred block (its eigenvectors give the
@@ -88,79 +81,33 @@ class StreamingPCA:
             return self.partial_fit(X).finalize()
         Xd = X.to(self.dtype)
         mean = Xd.mean(dim=0)
-        S, Vh = _thin_svd_gram(Xd - mean)
-        self.mean_, self.n_samples_seen_ = mean, n
-        self.m2_ = None
-        self._svd = (S, Vh)
-        return self._set_components(S**2 / (n - 1), Vh, float((S**2).sum()) / (n - 1))
+        self._svd = _thin_svd_gram(Xd - mean)
+        self._mean = mean
+        self.n_samples_seen_, self.n_features_in_ = int(n), int(N)
+        return self.finalize()
 
     def covariance(self) -> torch.Tensor:
+        """The exact sample covariance M2 / (n - 1), (N, N)."""
+        n = self.__dict__.get("n_samples_seen_", 0)
+        if n < 2:
+            raise ValueError(f"PCA needs at least 2 snapshots, got {n}; record a longer window")
         self._materialise_m2()
-        if self.n_samples_seen_ < 2:
-            raise ValueError(
-                f"PCA needs at least 2 snapshots, got {self.n_samples_seen_}; "
-                "record a longer window"
-            )
-        return self.m2_ / (self.n_samples_seen_ - 1)
+        return self._m2 / (n - 1)
 
     def _materialise_m2(self) -> None:
         if self._svd is not None:
             S, Vh = self._svd
-            self.m2_ = (Vh.T * S**2) @ Vh  # M2 = V S^2 V^T, exact
+            self._m2 = (Vh.T * S**2) @ Vh  # M2 = V S^2 V^T, exact
             self._svd = None
 
-    def finalize(self) -> StreamingPCA:
-        """Eigen-decompose the covariance; components sorted by decreasing variance.
-
-        Signs follow scikit-learn's convention (the largest-magnitude entry of each
-        component is positive) so results are reproducible across backends.
-        """
+    def _decompose(self):
+        n = self.n_samples_seen_
         if self._svd is not None:
-            return self
+            S, Vh = self._svd
+            return S**2 / (n - 1), Vh, float((S**2).sum()) / (n - 1), {}
         cov = self.covariance()
         evals, evecs = torch.linalg.eigh(cov)
-        return self._set_components(
-            evals.flip(0).clamp_min(0.0), evecs.flip(1).T, float(torch.trace(cov))
-        )
-
-    def _set_components(self, variances, comps, total) -> StreamingPCA:
-        k = self.n_components or variances.shape[0]
-        if k > comps.shape[1]:
-            raise ValueError(f"n_components={k} exceeds the number of features {comps.shape[1]}")
-        k = min(k, variances.shape[0])
-        comps = comps[:k]
-        idx = comps.abs().argmax(dim=1)
-        signs = torch.sign(comps[torch.arange(k, device=comps.device), idx])
-        signs[signs == 0] = 1
-        self.components_ = (comps * signs[:, None]).contiguous()
-        self.explained_variance_ = variances[:k]
-        self.total_variance_ = total
-        self.explained_variance_ratio_ = self.explained_variance_ / total
-        return self
-
-    def transform(self, X: torch.Tensor) -> torch.Tensor:
-        """PCA coordinates theta_i = (x - mean) . p_i (Eq 5)."""
-        if self.components_ is None:
-            raise RuntimeError("call finalize() (or fit()) before transform()")
-        X = self._check(X)
-        return (X.to(self.dtype) - self.mean_) @ self.components_.T
-
-    def _check(self, X: torch.Tensor) -> torch.Tensor:
-        if not isinstance(X, torch.Tensor):
-            X = torch.as_tensor(X)
-        if X.ndim != 2:
-            raise ValueError(
-                f"snapshots must be a 2-D (n_snapshots, n_features) tensor, got {tuple(X.shape)}"
-            )
-        if self.mean_ is not None and X.shape[1] != self.mean_.shape[0]:
-            raise ValueError(
-                f"snapshot has {X.shape[1]} features but earlier ones had {self.mean_.shape[0]}"
-            )
-        if not torch.isfinite(X).all():
-            raise ValueError(
-                "snapshots contain NaN/Inf: training diverged (lower the learning rate)"
-            )
-        return X
+        return evals.flip(0).clamp_min(0.0), evecs.flip(1).T, float(torch.trace(cov)), {}
 
 
 def _thin_svd_gram(Xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels.mlf_step import mlf_dense_twin, mlf_matvec2, philox_keys
+from ..theory.flatness import EWidthResult, flatness_e_width
 from .ensemble import MLFEnsembleSpec, sample_minima_and_levels
 
 
@@ -123,3 +124,28 @@ class MLFLandscape:
         mu = torch.arange(self.n_minibatches, device=self.device)
         _, g = self.loss_and_grad_pairs(mu, w.reshape(1, -1).expand(self.n_minibatches, -1))
         return g @ torch.as_tensor(directions, dtype=g.dtype, device=self.device).T
+
+    def flatness(self, w0, directions, *, L0=None, **kwargs) -> EWidthResult:
+        """e-width flatness F_k of every direction (:func:`~sgdyn.theory.flatness.flatness_e_width`,
+        keyword arguments passed on), as :meth:`NetworkLandscape.flatness`: the width of the
+        region around ``w0`` where the averaged loss <L^mu> stays below e * L0 (``L0``
+        defaults to ``full_loss(w0)``); all directions advance together, one batched loss
+        evaluation per root-finding step."""
+        d = torch.as_tensor(directions, dtype=self.dtype, device=self.device)
+        if d.dim() == 1:
+            d = d[None]
+        if d.dim() != 2 or d.shape[1] != self.n_params or not torch.isfinite(d).all():
+            raise ValueError(
+                f"directions must be finite (K, {self.n_params}), got {tuple(d.shape)}"
+            )
+        w0 = torch.as_tensor(w0, dtype=self.dtype, device=self.device).reshape(-1)
+        if w0.numel() != self.n_params:
+            raise ValueError(f"w0 has {w0.numel()} entries, the landscape {self.n_params}")
+        if L0 is None:
+            L0 = float(self.full_loss(w0))
+
+        def profile(amps):
+            a = torch.as_tensor(amps, dtype=self.dtype, device=self.device)
+            return self._mean_loss(w0[None] + a[:, None] * d).cpu().numpy()
+
+        return flatness_e_width(profile, d.shape[0], L0=L0, **kwargs)

@@ -116,3 +116,60 @@ def test_models_match_the_paper():
     assert (net.fc1.in_features, net.fc2.in_features, net.fc3.in_features) == (400, 120, 84)
     with pytest.raises(ValueError, match="784"):
         build_model("lenet-mnist", 64)
+
+
+def _write_batches(folder: Path, obj_for_first=None):
+    import pickle
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        d = {
+            "batch_label": name,
+            "labels": [int(v) for v in rng.integers(0, 10, 4)],
+            "data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
+            "filenames": [f"{name}_{k}.png" for k in range(4)],
+        }
+        with open(folder / name, "wb") as fh:
+            pickle.dump(obj_for_first if (i == 0 and obj_for_first is not None) else d, fh, 2)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_cifar_python_batches_are_read_without_running_code(tmp_path):
+    root = tmp_path / "ok"
+    _write_batches(root / "cifar-10-batches-py")
+    ds = load_dataset("cifar10", root)
+    assert ds.x.shape == (20, 3072) and ds.y.dtype == torch.int64
+    test = load_dataset("cifar10", root, train=False)
+    assert test.x.shape == (4, 3072)
+    # a batch whose unpickling would create a folder (any call): refused, nothing ran
+    marker = tmp_path / "PWNED"
+    bad = tmp_path / "bad"
+    _write_batches(bad / "cifar-10-batches-py", {"data": _Payload(marker), "labels": []})
+    with pytest.raises(DataError, match="not a plain CIFAR-10 batch.*posix.mkdir|os.mkdir"):
+        load_dataset("cifar10", bad)
+    assert not marker.exists()
+
+
+def test_cifar_imagefolder_errors_name_the_file(tmp_path):
+    from PIL import Image
+
+    _tiny_cifar_tree(tmp_path)
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "train" / "dog" / "small.png")
+    with pytest.raises(DataError, match=r"small.png is \(3, 20, 20\)"):
+        load_dataset("cifar10", tmp_path)
+    empty = tmp_path / "e"
+    _tiny_cifar_tree(empty)
+    for f in (empty / "train" / "frog").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match="frog"):
+        load_dataset("cifar10", empty)

@@ -197,8 +197,23 @@ def test_mixed_and_half_dtypes_promote():
     out = linear_projections(a, d, P)
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, ref_projections(a, d, P), **TOL32)
+    # half inputs: computed in float32 (never accumulated in half). Reference: autograd of
+    # each sample's own loss d_s . (W a_s) in float64 on the half-rounded inputs, W's
+    # gradient projected on P (independent of the kernel's einsum formulation)
+    g = torch.Generator().manual_seed(3)
+    a, d = torch.randn(40, 30, generator=g) * 8, torch.randn(40, 20, generator=g) * 8
+    P = torch.randn(3, 20 * 30, generator=g)
     out16 = linear_projections(a.half(), d.half(), P)
     assert out16.dtype == torch.float32
+    ref = torch.empty(40, 3, dtype=torch.float64)
+    W = torch.zeros(20, 30, dtype=torch.float64, requires_grad=True)
+    for s in range(40):
+        (gw,) = torch.autograd.grad(d[s].half().double() @ (W @ a[s].half().double()), W)
+        ref[s] = P.double() @ gw.reshape(-1)
+    torch.testing.assert_close(out16.double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+    # half accumulation over 600 terms would be off by ~1e-2 relative: the test can tell
+    half_acc = torch.einsum("si,sj,kij->sk", d.half(), a.half(), P.half().view(3, 20, 30))
+    assert float((half_acc.double() - ref).abs().max()) > 1e-4 * float(ref.abs().max())
 
 
 # -- hooks vs torch.func ---------------------------------------------------------------------

@@ -113,7 +113,11 @@ def test_stage_quick_writes_summary_and_figures(trained, tmp_path):
     json.dumps(s)  # JSON-able
     for name, caption in r.figures:
         assert (tmp_path / name).stat().st_size > 1000 and caption
-    assert len(r.figures) == 4 and "psi" in r.markdown
+    assert len(r.figures) == 5 and "psi" in r.markdown and "F_hessian" in r.markdown
+    cs = s["curvature"]
+    assert len(cs["hessian_top_eigenvalues"]) == 10 and len(cs["pHp"]) == 30
+    assert cs["relation_ewidth"]["n"] >= 20 and cs["alignment"]["span_null"] == 30 / 400
+    assert max(cs["pHp"]) <= cs["hessian_top_eigenvalues"][0] * (1 + 1e-6)  # Rayleigh bound
     # the reported F are the e-widths: the crossing of e*L0 on both sides
     land = NetworkLandscape(model, "layers.1.weight", data)
     w0, k = ctx.trajectory[-1], 3
@@ -123,6 +127,14 @@ def test_stage_quick_writes_summary_and_figures(trained, tmp_path):
         assert float(land._whole_loss(w0 + float(x) * p)) / (np.e * L0) == pytest.approx(
             1, abs=5e-3
         )
+    # the reported curvature: second difference of the whole-model loss (float64 copy)
+    m64 = type(model)(model.sizes).double()
+    m64.load_state_dict(model.state_dict())
+    l64 = NetworkLandscape(m64, "layers.1.weight", data, fast=False)
+    h, w0d, pd = 1e-5, w0.double(), p.double()  # small: few ReLU kinks crossed
+    second = [float(l64.full_loss(w0d + a * pd)) for a in (-h, 0.0, h)]
+    fd = (second[0] - 2 * second[1] + second[2]) / h**2
+    assert cs["pHp"][k] == pytest.approx(fd, rel=2e-3)
 
 
 def test_flatness_grid_cli_quick(tmp_path, capsys):

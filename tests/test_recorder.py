@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from sgdyn.kernels.memory import InsufficientMemoryError
 from sgdyn.validation.probes.recorder import TrajectoryRecorder
 
 
@@ -53,3 +54,28 @@ def test_bad_parameter_name():
     model, *_ = _toy()
     with pytest.raises(KeyError, match="available"):
         TrajectoryRecorder(model, "fc9.weight", n_steps=10)
+
+
+def test_memory_is_estimated_and_refused_before_allocating():
+    """Issue 12: an 11 GiB buffer was allocated although the sketch was chosen."""
+    big = nn.Linear(1000, 1000, bias=False)  # 1e6 weights
+    # sketch: streams in chunks by default, never holds the window
+    rec = TrajectoryRecorder(
+        big, "weight", n_steps=100_000, estimator="sketch", sketch_size=8, chunk=16
+    )
+    assert not rec.keep_trajectory and rec.buffer.capacity == 16
+    est = rec.memory_estimate()
+    assert est["buffer"] == 16 * 1_000_000 * 4
+    # the same window kept: 100,000 x 1e6 float32 = 373 GiB, refused with the number
+    with pytest.raises(InsufficientMemoryError, match=r"372.53 GiB") as e:
+        TrajectoryRecorder(big, "weight", n_steps=100_000, estimator="sketch", keep_trajectory=True)
+    assert "keep_trajectory=False" in str(e.value) and isinstance(e.value, ValueError)
+    # exact moments of 1e6 weights: 3 x (1e6)^2 x 8 bytes, refused although no window is kept
+    with pytest.raises(InsufficientMemoryError, match="StreamingPCA"):
+        TrajectoryRecorder(big, "weight", n_steps=10, estimator="exact", keep_trajectory=False)
+    # an explicit budget is honoured
+    small = nn.Linear(10, 10)
+    with pytest.raises(InsufficientMemoryError, match="max_memory"):
+        TrajectoryRecorder(small, "weight", n_steps=50, max_memory=1000)
+    ok = TrajectoryRecorder(small, "weight", n_steps=50, max_memory=10**6)
+    assert ok.memory_estimate()["buffer"] == 50 * 100 * 4

@@ -6,6 +6,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from sgdyn.kernels import StreamingPCA
+from sgdyn.kernels.pca_base import NotFittedError
 
 
 def _snapshots(T=300, N=40, seed=0, offset=0.0):
@@ -32,10 +33,10 @@ def test_matches_sklearn_pca(chunks):
     assert np.allclose(var, ref.explained_variance_, rtol=1e-9, atol=1e-14)
     k = 20
     comps = est.components_.numpy()[:k]
-    assert np.allclose(_align(comps, ref.components_[:k]), ref.components_[:k], atol=1e-7)
+    assert np.allclose(comps, ref.components_[:k], atol=1e-7)  # signs included
     assert np.allclose(est.mean_.numpy(), ref.mean_)
     theta = est.transform(torch.from_numpy(X)).numpy()[:, :k]
-    assert np.allclose(np.abs(theta), np.abs(ref.transform(X)[:, :k]), atol=1e-7)
+    assert np.allclose(theta, ref.transform(X)[:, :k], atol=1e-7)
 
 
 def test_large_offset_float32_stays_accurate():
@@ -50,11 +51,17 @@ def test_large_offset_float32_stays_accurate():
     assert np.allclose(top, ref.explained_variance_[:10], rtol=1e-4)
 
 
-def test_sign_convention_matches_sklearn():
-    X = _snapshots(seed=3)
-    est = StreamingPCA(n_components=5).fit(torch.from_numpy(X))
-    comps = est.components_.numpy()
-    assert np.all(comps[np.arange(5), np.abs(comps).argmax(1)] > 0)
+def test_signs_equal_sklearn_components_without_realignment():
+    """Independent reference: scikit-learn's own components_, signs included (its svd_flip
+    convention), for both the moment path (n > N) and the Gram path (n < N)."""
+    for T, N in ((300, 40), (30, 80)):
+        X = _snapshots(T=T, N=N, seed=3)
+        ref = PCA(n_components=5, svd_solver="full").fit(X)
+        est = StreamingPCA(n_components=5).fit(torch.from_numpy(X))
+        np.testing.assert_allclose(est.components_.numpy(), ref.components_, atol=1e-8)
+        np.testing.assert_allclose(
+            est.transform(torch.from_numpy(X)).numpy(), ref.transform(X), atol=1e-8
+        )
 
 
 def test_bad_inputs():
@@ -68,8 +75,10 @@ def test_bad_inputs():
         est.partial_fit(torch.full((2, 4), float("nan")))
     with pytest.raises(ValueError, match="at least 2"):
         StreamingPCA().partial_fit(torch.zeros(1, 4)).finalize()
-    with pytest.raises(RuntimeError, match="finalize"):
-        StreamingPCA().partial_fit(torch.zeros(3, 4)).transform(torch.zeros(1, 4))
+    with pytest.raises(NotFittedError, match="not fitted"):
+        StreamingPCA().transform(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="float64"):
+        StreamingPCA(dtype=torch.float32)
 
 
 def test_wide_window_fit_matches_sklearn_and_keeps_moments():

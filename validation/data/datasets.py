@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,8 +243,24 @@ def _load_cifar10(root: Path, train: bool) -> ArrayDataset:
     )
 
 
-def _load_cifar_imagefolder(folder: Path) -> ArrayDataset:
+def _pil_rgb(path: str) -> torch.Tensor:
+    """(3, H, W) uint8 RGB through PIL (ImageFolder's own default loader, with a clear error).
+    torchvision.io.decode_image is 1.9x faster on CIFAR-10 JPEGs with identical pixels
+    (bench/bench_data_readers.py) but deprecated since torchvision 0.29, so it is not used."""
     from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"cannot read image {path}: {e}; the folder is corrupt") from e
+    return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+def _load_cifar_imagefolder(folder: Path) -> ArrayDataset:
+    """CIFAR-10 from an ImageFolder tree via ``torchvision.datasets.ImageFolder``, wrapped so
+    that a wrong, empty or corrupt folder gives a :class:`DataError` naming the file."""
+    from torchvision.datasets import ImageFolder
 
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if tuple(classes) != tuple(sorted(CIFAR10_CLASSES)):
@@ -251,33 +268,69 @@ def _load_cifar_imagefolder(folder: Path) -> ArrayDataset:
             f"{folder} should hold the 10 CIFAR-10 class folders {list(CIFAR10_CLASSES)}, "
             f"found {classes}"
         )
-    xs, ys = [], []
-    for label, cls in enumerate(CIFAR10_CLASSES):
-        files = sorted(f for f in (folder / cls).iterdir() if f.is_file())
-        if not files:
-            raise DataError(f"class folder {folder / cls} is empty")
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-            except (UnidentifiedImageError, OSError) as e:
-                raise DataError(f"cannot read image {f}: {e}; the folder is corrupt") from e
-            if arr.shape != (32, 32, 3):
-                raise DataError(f"{f} is {arr.shape}, CIFAR-10 images are 32x32 RGB")
-            xs.append(arr)
-            ys.append(label)
-    x = np.stack(xs).transpose(0, 3, 1, 2).reshape(len(xs), -1).astype(np.float32) / 255.0
+    try:
+        ds = ImageFolder(str(folder), loader=_pil_rgb)
+    except FileNotFoundError as e:  # a class folder without images
+        raise DataError(f"{folder}: {e}; every class folder needs its images") from e
+    if tuple(ds.classes) != CIFAR10_CLASSES:  # labels = CIFAR-10's own class indices
+        raise DataError(f"{folder}: class order {ds.classes} differs from CIFAR-10's")
+    xs = torch.empty((len(ds), 3, 32, 32), dtype=torch.uint8)
+    for i, (path, _) in enumerate(ds.samples):
+        img = ds.loader(path)
+        if tuple(img.shape) != (3, 32, 32):
+            raise DataError(
+                f"{path} is {tuple(img.shape)} (C, H, W); CIFAR-10 images are 32x32 RGB"
+            )
+        xs[i] = img
+    x = xs.reshape(len(ds), -1).float() / 255.0
     return ArrayDataset(
-        torch.from_numpy(x),
-        torch.tensor(ys),
+        x,
+        torch.tensor(ds.targets, dtype=torch.int64),
         (3, 32, 32),
         "cifar10",
         f"CIFAR-10 (JPEG) ImageFolder {folder}",
     )
 
 
+class _CifarBatchUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR-10 python batch holds (dicts, lists, strings, bytes,
+    numbers and plain numpy arrays): any other global (a ``__reduce__`` calling
+    ``os.system``, ...) is refused, so a batch file handed to a user cannot run code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name}: a CIFAR-10 batch holds only arrays, lists "
+            "and strings"
+        )
+
+
+def _read_cifar_batch(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            d = _CifarBatchUnpickler(fh, encoding="latin1").load()
+    except pickle.UnpicklingError as e:
+        raise DataError(
+            f"{path} is not a plain CIFAR-10 batch ({e}); it was not loaded. Use the "
+            "ImageFolder layout or re-download the python batches from the CIFAR site"
+        ) from e
+    except Exception as e:
+        raise DataError(f"cannot read CIFAR-10 batch {path}: {e}; the file is corrupt") from e
+    if not isinstance(d, dict) or "data" not in d or "labels" not in d:
+        raise DataError(f"{path} has no 'data'/'labels' entries: not a CIFAR-10 batch")
+    return d
+
+
 def _load_cifar_batches(folder: Path, train: bool) -> ArrayDataset:
-    import pickle
 
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
     xs, ys = [], []
@@ -285,13 +338,14 @@ def _load_cifar_batches(folder: Path, train: bool) -> ArrayDataset:
         p = folder / n
         if not p.exists():
             raise DataError(f"missing CIFAR-10 batch {p}")
-        try:
-            with open(p, "rb") as fh:
-                d = pickle.load(fh, encoding="latin1")
-            xs.append(np.asarray(d["data"], dtype=np.uint8))
-            ys.extend(d["labels"])
-        except Exception as e:
-            raise DataError(f"cannot read CIFAR-10 batch {p}: {e}; the file is corrupt") from e
+        d = _read_cifar_batch(p)
+        data = np.asarray(d["data"], dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3072 or len(d["labels"]) != data.shape[0]:
+            raise DataError(
+                f"{p}: data {data.shape} / {len(d['labels'])} labels; the file is corrupt"
+            )
+        xs.append(data)
+        ys.extend(int(v) for v in d["labels"])
     x = np.concatenate(xs).astype(np.float32) / 255.0
     return ArrayDataset(
         torch.from_numpy(x),

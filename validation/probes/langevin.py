@@ -34,7 +34,7 @@ from sgdyn.kernels import StreamingPCA
 
 def sgd_matched_temperature(land, w, lr: float, max_minibatches: int | None = None) -> dict:
     """T matched to SGD's average noise power at ``w`` (module docstring), with its parts."""
-    w = land._flat(w)
+    w = land.as_point(w)
     _, g_full = land.full_loss_and_grad(w)
     n_mb = (
         land.n_minibatches if max_minibatches is None else min(max_minibatches, land.n_minibatches)
@@ -121,7 +121,7 @@ def langevin_capture(
     non-equilibrium drift along PC1 (cross-entropy has no minimum along it) so the diffusive
     directions can equilibrate. ``burn_in`` steps are discarded.
     """
-    w0 = land._flat(w0)
+    w0 = land.as_point(w0)
     if temperature is None:
         info = sgd_matched_temperature(land, w0, sgd_lr if sgd_lr is not None else lr)
     else:
@@ -134,7 +134,7 @@ def langevin_capture(
 
         start = w0
     else:
-        P = land._dirs(subspace)
+        P = land.as_directions(subspace)
 
         def grad_fn(theta):
             return P @ land.full_loss_and_grad(w0 + theta @ P)[1]

@@ -18,11 +18,19 @@ Batched profiles (Eq 6). For a linear or conv2d probe the module output is linea
 weight, ``z(w0 + a p_k) = z0 + a D_k`` with ``D_k = module(h; weight=p_k, no bias)``. The
 evaluator caches ``z0`` and, while they fit in ``cache_bytes``, all ``D_k``; a call then
 evaluates many (direction, amplitude) pairs in one pass: ``z = z0 + a D_k`` stacked over
-pairs, the tail run once on the (pairs x samples) batch, the cross-entropy reduced per pair.
+pairs, the tail run once on the (pairs x samples) batch, the loss reduced per pair.
+
+Any loss (``loss_fn``: cross-entropy by default, MSE, ...; :mod:`.losses`), any input shape
+(tensors in the model's own shape, a ``Dataset`` or ``DataLoader``). Every evaluation runs
+with the model in eval mode (dropout off, batch-norm running statistics: the landscape is
+a deterministic function of the weights) and restores each module's ``training`` flag.
+Which evaluator runs is the public attribute ``evaluator`` (with ``evaluator_reason``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 
 import numpy as np
@@ -30,12 +38,21 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sgdyn.kernels.memory import available_bytes, check_fits
 from sgdyn.theory.flatness import EWidthResult, flatness_e_width
-from sgdyn.validation.data import ArrayDataset
+from sgdyn.validation.data.tensors import as_tensors
+
+from .losses import per_sample_loss
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NetworkLandscape", "ProfileEvaluator", "batched_tail", "extract_tail"]
+__all__ = [
+    "NetworkLandscape",
+    "ProfileEvaluator",
+    "batched_tail",
+    "eval_mode",
+    "extract_tail",
+]
 
 # Elements per batched tail evaluation (pairs x samples x activation width), ~4 MB float32:
 # small enough to stay in cache (the tail is memory-bound), large enough to amortise calls.
@@ -92,9 +109,9 @@ def batched_tail(tail: nn.Module) -> nn.Module:
             root[node.target] = _getattr_path(tail, node.target)
         elif node.op == "call_function" and node.target is F.linear:
             node.target = _linear_t
-    out = fx.GraphModule(root, graph)
-    out.eval()
-    return out
+    # no .eval() here: the submodules are the model's own (shared); NetworkLandscape runs the
+    # tail inside eval_mode(model), which restores every flag afterwards
+    return fx.GraphModule(root, graph)
 
 
 def _getattr_path(mod: nn.Module, target: str):
@@ -147,27 +164,98 @@ def _module_forward(module: nn.Module, h: torch.Tensor, weight: torch.Tensor, bi
     raise TypeError(type(module).__name__)
 
 
+def _elem_size(t: torch.Tensor, float_dtype: torch.dtype) -> int:
+    if t.is_floating_point():
+        return torch.empty((), dtype=float_dtype).element_size()
+    return t.element_size()
+
+
+class _EvalModeModule(nn.Module):
+    """Runs ``inner`` with every module of ``owner`` in eval mode and restores each
+    module's ``training`` flag afterwards (the tail is evaluated through this)."""
+
+    def __init__(self, inner: nn.Module, owner: nn.Module):
+        super().__init__()
+        self.inner = inner
+        object.__setattr__(self, "_owner", owner)  # not a submodule: no double registration
+
+    def forward(self, *args, **kwargs):
+        with eval_mode(self._owner):
+            return self.inner(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def eval_mode(*modules: nn.Module):
+    """Put ``modules`` (and all their submodules) in eval mode; restore every flag on exit.
+
+    Dropout then passes activations through and batch-norm uses its running statistics, so
+    a landscape is a deterministic function of the weights; the user's model leaves the
+    context exactly in the modes it entered it (even if some submodules differed).
+    """
+    flags = [(m, m.training) for mod in modules for m in mod.modules()]
+    try:
+        for mod in modules:
+            mod.train(False)
+        yield
+    finally:
+        for m, flag in flags:
+            m.training = flag
+
+
+def _in_eval_mode(method):
+    """Decorator: run a NetworkLandscape method with the model in eval mode (flags restored)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with eval_mode(self.model):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class NetworkLandscape:
-    """``Landscape`` of ``model``'s parameter ``probe_name`` on ``data`` (cross-entropy, Eq 1).
+    """``Landscape`` of ``model``'s parameter ``probe_name`` on ``data`` (Eq 1, any loss).
 
     Parameters
     ----------
-    model : the trained network; every parameter except the probe stays at its value.
+    model : the trained network; every parameter except the probe stays at its value. It is
+        evaluated in eval mode (dropout off, batch-norm running statistics) inside every
+        call, and each module's ``training`` flag is restored afterwards.
     probe_name : name of the parameter that moves (e.g. ``"layers.1.weight"``).
-    data : the training set (:class:`ArrayDataset`); losses are means over all of it.
+    data : the training set; losses are means over all of it. An
+        :class:`~sgdyn.validation.data.ArrayDataset` (its flat ``x``), a pair ``(x, y)`` in
+        the model's own input shape (e.g. ``(ds.images(), ds.y)`` for a conv net), a torch
+        ``Dataset`` of ``(x, y)`` items or a ``DataLoader`` (read once into memory on the
+        probe's device: :func:`sgdyn.validation.data.as_tensors`).
+    loss_fn : the per-sample loss l(output, target) (default cross-entropy on logits, any
+        number of classes); a torch loss module, a function taking ``reduction=`` or one
+        returning per-sample values (:func:`sgdyn.validation.probes.losses.per_sample_loss`).
     batch_size, seed : define the minibatches ``mu`` of :meth:`minibatch_loss_and_grad`
-        (one seeded epoch: a permutation cut into ``n // batch_size`` batches).
+        (one seeded epoch: a permutation cut into ``n // batch_size`` batches; None:
+        ``min(50, n)``).
     cache_bytes : memory allowed for cached per-direction module outputs ``D_k``.
     fast : False forces the whole-model path everywhere (for checks and benchmarks).
+
+    Attributes
+    ----------
+    evaluator : ``"cached-tail"`` (inputs of the probed module cached, only the tail re-run)
+        or ``"whole-model"`` (perturb the probe and run the whole model), and
+        ``evaluator_reason`` why (``mode`` is the same choice under its 0.1 name:
+        ``"cached-tail"`` / ``"whole"``).
+    loss_fn : the :class:`~sgdyn.validation.probes.losses.PerSampleLoss` in use.
+
+    The cached tail is a snapshot: build the landscape after training (the activations
+    entering the probe are computed once, at construction).
     """
 
     def __init__(
         self,
         model: nn.Module,
         probe_name: str,
-        data: ArrayDataset,
+        data,
         *,
-        batch_size: int = 50,
+        loss_fn=None,
+        batch_size: int | None = None,
         seed: int = 0,
         cache_bytes: int = 256 << 20,
         fast: bool = True,
@@ -182,9 +270,15 @@ class NetworkLandscape:
         self.n_params = self.param.numel()
         self.device = self.param.device
         self.dtype = self.param.dtype
-        self.x = data.x.to(self.device, self.dtype)
-        self.y = data.y.to(self.device)
+        self.loss_fn = per_sample_loss(loss_fn)
+        x, y = as_tensors(data, max_bytes=available_bytes("cpu"))
+        need = x.numel() * _elem_size(x, self.dtype) + y.numel() * _elem_size(y, self.dtype)
+        check_fits(need, self.device, "the probe's data", "probe a subset of the samples")
+        self.x = x.to(self.device, self.dtype) if x.is_floating_point() else x.to(self.device)
+        self.y = y.to(self.device, self.dtype) if y.is_floating_point() else y.to(self.device)
         self.n_samples = int(self.x.shape[0])
+        if batch_size is None:
+            batch_size = min(50, self.n_samples)
         if not 1 <= batch_size <= self.n_samples:
             raise ValueError(f"batch_size must be in 1..{self.n_samples}, got {batch_size}")
         self.batch_size = int(batch_size)
@@ -197,14 +291,72 @@ class NetworkLandscape:
         self.linear_in_weight = pname == "weight" and isinstance(
             self.module, (nn.Linear, nn.Conv2d)
         )
-        self.tail = extract_tail(model, mod_name) if (fast and mod_name) else None
-        self.mode = "cached-tail" if (self.tail is not None and self.linear_in_weight) else "whole"
-        self._btail = batched_tail(self.tail) if self.mode == "cached-tail" else None
+        tail = extract_tail(model, mod_name) if (fast and mod_name) else None
+        if not fast:
+            reason = "fast=False"
+        elif not self.linear_in_weight:
+            reason = (
+                f"the probe {probe_name} is not the weight of a Linear/Conv2d module "
+                f"({type(self.module).__name__})"
+            )
+        elif tail is None:
+            reason = (
+                f"the part of {type(model).__name__} after {mod_name!r} could not be cut out "
+                "with torch.fx (untraceable control flow, a skip connection around the probe, "
+                "or the module is called more than once)"
+            )
+        else:
+            reason = f"the tail after {mod_name!r} was cut out with torch.fx"
+        self.mode = "cached-tail" if (tail is not None and self.linear_in_weight) else "whole"
+        self.evaluator_reason = reason
+        self.tail = _EvalModeModule(tail, model) if self.mode == "cached-tail" else None
+        self._btail = (
+            _EvalModeModule(batched_tail(tail), model) if self.mode == "cached-tail" else None
+        )
         self._h = None
+        self._check_loss()
         if self.mode == "cached-tail":
             self._h = self._capture_inputs()
+        log.info("NetworkLandscape(%s): %s evaluator (%s)", probe_name, self.evaluator, reason)
+
+    @property
+    def evaluator(self) -> str:
+        """``"cached-tail"`` or ``"whole-model"``: which evaluator runs (see the class doc)."""
+        return "cached-tail" if self.mode == "cached-tail" else "whole-model"
+
+    def evaluation(self):
+        """Context manager: the model in eval mode, every ``training`` flag restored on exit.
+        Methods appended to this class that run the model should run inside it."""
+        return eval_mode(self.model)
 
     # -- helpers ---------------------------------------------------------------------------
+    @_in_eval_mode
+    def _check_loss(self) -> None:
+        """Run the model and the loss on a few samples: clear errors before any long work."""
+        k = min(self.n_samples, 4)
+        with torch.no_grad():
+            try:
+                out = self.model(self.x[:k])
+            except Exception as e:
+                raise ValueError(
+                    f"the model cannot run on the data's inputs of shape "
+                    f"{tuple(self.x.shape[1:])} ({type(e).__name__}: {e}); give the inputs in "
+                    "the model's own shape, e.g. (dataset.images(), dataset.y) for a conv net"
+                ) from e
+            try:
+                vals = self.loss_fn(out, self.y[:k])
+            except ValueError:
+                raise
+            except Exception as e:
+                raise ValueError(
+                    f"loss_fn {self.loss_fn.name} fails on the model's output "
+                    f"{tuple(out.shape)} and targets {tuple(self.y[:k].shape)} "
+                    f"({type(e).__name__}: {e})"
+                ) from e
+        if not torch.isfinite(vals).all():
+            raise ValueError(f"loss_fn {self.loss_fn.name} gives non-finite losses at the model")
+
+    @_in_eval_mode
     @torch.no_grad()
     def _capture_inputs(self) -> torch.Tensor:
         """Run the model once over the data and keep what enters the probed module."""
@@ -217,7 +369,8 @@ class NetworkLandscape:
             hook.remove()
         return torch.cat(chunks)
 
-    def _flat(self, w, name="w") -> torch.Tensor:
+    def as_point(self, w, name: str = "w") -> torch.Tensor:
+        """``w`` as a flat probe value on the probe's device/dtype (checks its size)."""
         w = torch.as_tensor(w, device=self.device, dtype=self.dtype).reshape(-1)
         if w.numel() != self.n_params:
             raise ValueError(
@@ -226,7 +379,8 @@ class NetworkLandscape:
             )
         return w
 
-    def _dirs(self, directions) -> torch.Tensor:
+    def as_directions(self, directions) -> torch.Tensor:
+        """``directions`` as (K, n_params) on the probe's device/dtype (checks shape, finite)."""
         d = torch.as_tensor(directions, device=self.device, dtype=self.dtype)
         if d.ndim == 1:
             d = d[None]
@@ -239,6 +393,9 @@ class NetworkLandscape:
             raise ValueError("directions contain NaN/Inf")
         return d
 
+    _flat = as_point  # 0.1 names
+    _dirs = as_directions
+
     def _out(self, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         bias = getattr(self.module, "bias", None)
         return _module_forward(self.module, h, w.reshape(self.shape), bias)
@@ -247,6 +404,31 @@ class NetworkLandscape:
         """The model's present probe value, flat (the natural w0: the last SGD snapshot)."""
         return self.param.detach().reshape(-1).clone()
 
+    def _forward(self, w: torch.Tensor, idx) -> torch.Tensor:
+        """Model output at probe value ``w`` on samples ``idx`` (slice or index tensor);
+        differentiable in ``w``. Call inside :meth:`evaluation` for the whole-model path."""
+        if self.mode == "cached-tail":
+            return self.tail(self._out(self._h[idx], w))
+        return torch.func.functional_call(
+            self.model, {self.probe_name: w.reshape(self.shape)}, (self.x[idx],)
+        )
+
+    @_in_eval_mode
+    def _sample_losses(self, w: torch.Tensor, idx) -> torch.Tensor:
+        """Per-sample losses l_s(w) on samples ``idx``, differentiable in ``w`` (loss_fn)."""
+        return self.loss_fn(self._forward(w, idx), self.y[idx])
+
+    @_in_eval_mode
+    def outputs(self, w, idx=None) -> torch.Tensor:
+        """Model outputs (e.g. logits) at probe value ``w`` for samples ``idx`` (all: None),
+        no gradient; in eval mode."""
+        w = self.as_point(w)
+        if idx is None:
+            idx = slice(None)
+        with torch.no_grad():
+            return self._forward(w, idx)
+
+    @_in_eval_mode
     @torch.no_grad()
     def _whole_loss(self, w: torch.Tensor, idx=None) -> torch.Tensor:
         """Reference: put ``w`` into the model, run it whole, restore the parameter."""
@@ -258,15 +440,16 @@ class NetworkLandscape:
             total = torch.zeros((), device=self.device, dtype=torch.float64)
             for s in range(0, x.shape[0], 4096):
                 out = self.model(x[s : s + 4096])
-                total += F.cross_entropy(out, y[s : s + 4096], reduction="sum").double()
+                total += self.loss_fn(out, y[s : s + 4096]).sum(dtype=torch.float64)
             return total / x.shape[0]
         finally:
             self.param.copy_(old)
 
     # -- the Landscape protocol -----------------------------------------------------------
+    @_in_eval_mode
     def full_loss(self, w) -> torch.Tensor:
         """L(w) over the whole training set (Eq 1), float64 0-d tensor."""
-        w = self._flat(w)
+        w = self.as_point(w)
         if self.mode == "whole":
             return self._whole_loss(w)
         with torch.no_grad():
@@ -274,7 +457,7 @@ class NetworkLandscape:
             total = torch.zeros((), device=self.device, dtype=torch.float64)
             for s in range(0, self.n_samples, 4096):
                 out = self._btail(z[s : s + 4096])
-                total += F.cross_entropy(out, self.y[s : s + 4096], reduction="sum").double()
+                total += self.loss_fn(out, self.y[s : s + 4096]).sum(dtype=torch.float64)
         return total / self.n_samples
 
     def minibatch_indices(self, mu: int) -> torch.Tensor:
@@ -282,41 +465,59 @@ class NetworkLandscape:
             raise IndexError(f"minibatch index {mu} outside 0..{self.n_minibatches - 1}")
         return self._perm[mu * self.batch_size : (mu + 1) * self.batch_size]
 
+    @_in_eval_mode
     def minibatch_loss_and_grad(self, w, mu: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Mini loss L^mu(w) (Eq 3) and its gradient (flat) for minibatch ``mu``."""
-        w = self._flat(w).detach().requires_grad_(True)
+        w = self.as_point(w).detach().requires_grad_(True)
         idx = self.minibatch_indices(mu)
         with torch.enable_grad():
-            if self.mode == "whole":
-                out = torch.func.functional_call(
-                    self.model, {self.probe_name: w.reshape(self.shape)}, (self.x[idx],)
-                )
-            else:
-                out = self.tail(self._out(self._h[idx], w))
-            loss = F.cross_entropy(out, self.y[idx])
+            loss = self._sample_losses(w, idx).mean()
             (g,) = torch.autograd.grad(loss, w)
         return loss.detach(), g.detach()
 
+    @_in_eval_mode
     def full_loss_and_grad(self, w) -> tuple[torch.Tensor, torch.Tensor]:
         """L(w) and its gradient over the whole set (used by the Langevin sampler, Eq 16)."""
-        w = self._flat(w).detach().requires_grad_(True)
+        w = self.as_point(w).detach().requires_grad_(True)
         total_l = torch.zeros((), device=self.device, dtype=torch.float64)
         grad = torch.zeros_like(w)
         with torch.enable_grad():
             for s in range(0, self.n_samples, 4096):
-                sl = slice(s, s + 4096)
-                if self.mode == "whole":
-                    out = torch.func.functional_call(
-                        self.model, {self.probe_name: w.reshape(self.shape)}, (self.x[sl],)
-                    )
-                else:
-                    out = self.tail(self._out(self._h[sl], w))
-                loss = F.cross_entropy(out, self.y[sl], reduction="sum")
+                loss = self._sample_losses(w, slice(s, s + 4096)).sum()
                 (g,) = torch.autograd.grad(loss, w)
                 grad += g
                 total_l += loss.detach().double()
         return total_l / self.n_samples, grad / self.n_samples
 
+    @_in_eval_mode
+    def hvp(self, w, directions, *, chunk_dirs: int = 16, chunk_samples: int = 4096):
+        """Hessian-vector products H v_k of the full loss L (Eq 1) w.r.t. the probe, at ``w``,
+        for directions (K, N) (or one (N,)): returns (K, N) in the probe's dtype.
+
+        Forward-over-reverse with :mod:`torch.func` (``jvp`` of ``grad``), vmapped over the
+        directions, summed over chunks of samples (H is linear in the data).
+        """
+        w = self.as_point(w).detach()
+        V = self.as_directions(directions)
+        out = torch.zeros_like(V)
+
+        def grad_on(sl):
+            return torch.func.grad(lambda u: self._sample_losses(u, sl).sum())
+
+        for s in range(0, self.n_samples, chunk_samples):
+            g = grad_on(slice(s, s + chunk_samples))
+
+            def hv(v, g=g):
+                return torch.func.jvp(g, (w,), (v,))[1]
+
+            if V.shape[0] == 1:  # Lanczos' matvecs: vmap costs 2x for one direction
+                out[0] += hv(V[0]).detach()
+                continue
+            for k0 in range(0, V.shape[0], chunk_dirs):
+                out[k0 : k0 + chunk_dirs] += torch.func.vmap(hv)(V[k0 : k0 + chunk_dirs]).detach()
+        return out / self.n_samples
+
+    @_in_eval_mode
     def per_sample_projections(self, w, directions) -> torch.Tensor:
         """g_s . p_k for every training sample s and direction k, (n_samples, K).
 
@@ -326,8 +527,8 @@ class NetworkLandscape:
         """
         from sgdyn.kernels.per_sample import conv2d_projections, linear_projections
 
-        w = self._flat(w)
-        P = self._dirs(directions)
+        w = self.as_point(w)
+        P = self.as_directions(directions)
         if not self.linear_in_weight:
             raise ValueError(
                 "per-sample projections need a Linear or Conv2d weight as the probe, got "
@@ -343,13 +544,14 @@ class NetworkLandscape:
                 out.append(conv2d_projections(self.module, h, dz, P))
         return torch.cat(out)
 
+    @_in_eval_mode
     def _io_grads(self, w: torch.Tensor, sl: slice) -> tuple[torch.Tensor, torch.Tensor]:
         """Probe-module input and per-sample output gradient dl_s/dz_s on samples ``sl``."""
         if self.mode == "cached-tail":
             h = self._h[sl]
             with torch.enable_grad():
                 z = self._out(h, w).detach().requires_grad_(True)
-                loss = F.cross_entropy(self.tail(z), self.y[sl], reduction="sum")
+                loss = self.loss_fn(self.tail(z), self.y[sl]).sum()
                 (dz,) = torch.autograd.grad(loss, z)
             return h, dz
         saved = {}
@@ -365,14 +567,15 @@ class NetworkLandscape:
                 out = torch.func.functional_call(
                     self.model, {self.probe_name: w.reshape(self.shape)}, (self.x[sl],)
                 )
-                F.cross_entropy(out, self.y[sl], reduction="sum").backward(inputs=[saved["z"]])
+                self.loss_fn(out, self.y[sl]).sum().backward(inputs=[saved["z"]])
         finally:
             hook.remove()
         return saved["h"], saved["z"].grad
 
+    @_in_eval_mode
     def losses_along(self, w0, directions, amplitudes) -> torch.Tensor:
         """Loss profiles L(w0 + a_kj p_k) (Eq 6) for directions (K, N), amplitudes (K, A)."""
-        P = self._dirs(directions)
+        P = self.as_directions(directions)
         a = torch.as_tensor(amplitudes, dtype=torch.float64)
         if a.ndim == 1:
             a = a[None].expand(P.shape[0], -1)
@@ -386,10 +589,11 @@ class NetworkLandscape:
             out[k0 : k0 + K] = vals.reshape(K, a.shape[1])
         return out
 
+    @_in_eval_mode
     def losses_along_reference(self, w0, directions, amplitudes) -> torch.Tensor:
         """Same as :meth:`losses_along` by perturbing the model and running it whole."""
-        w0 = self._flat(w0, "w0")
-        P = self._dirs(directions)
+        w0 = self.as_point(w0, "w0")
+        P = self.as_directions(directions)
         a = torch.as_tensor(amplitudes, dtype=torch.float64)
         if a.ndim == 1:
             a = a[None].expand(P.shape[0], -1)
@@ -402,11 +606,11 @@ class NetworkLandscape:
     # -- batched profiles and flatness -----------------------------------------------------
     def evaluators(self, w0, directions):
         """Yield ``(k0, ProfileEvaluator)`` over chunks of directions that fit the cache."""
-        w0 = self._flat(w0, "w0")
-        P = self._dirs(directions)
+        w0 = self.as_point(w0, "w0")
+        P = self.as_directions(directions)
         per_dir = 1
         if self.mode == "cached-tail":
-            per_dir = max(1, self._out_elems() * self.n_samples * self.x.element_size())
+            per_dir = max(1, self._out_elems() * self.n_samples * self._h.element_size())
         chunk = max(1, min(P.shape[0], self.cache_bytes // per_dir))
         for k0 in range(0, P.shape[0], chunk):
             yield k0, ProfileEvaluator(self, w0, P[k0 : k0 + chunk])
@@ -415,10 +619,11 @@ class NetworkLandscape:
         with torch.no_grad():
             return int(self._out(self._h[:1], self.param.detach()).numel())
 
+    @_in_eval_mode
     def flatness(self, w0, directions, *, L0=None, **kwargs) -> EWidthResult:
         """e-width flatness F_k of every direction (:func:`flatness_e_width`), batched."""
-        w0 = self._flat(w0, "w0")
-        P = self._dirs(directions)
+        w0 = self.as_point(w0, "w0")
+        P = self.as_directions(directions)
         if L0 is None:
             L0 = float(self.full_loss(w0))
         parts = []
@@ -444,7 +649,7 @@ class ProfileEvaluator:
 
     ``ev(amplitudes)`` with a (K,) array evaluates direction k at ``amplitudes[k]`` (the
     ``profile_fn`` of :func:`sgdyn.theory.flatness.flatness_e_width`); ``ev.pairs(k, a)``
-    evaluates arbitrary pairs. Returns float64 numpy / tensors of mean cross-entropy.
+    evaluates arbitrary pairs. Returns float64 numpy / tensors of the mean loss.
     """
 
     def __init__(self, land: NetworkLandscape, w0: torch.Tensor, P: torch.Tensor):
@@ -494,6 +699,10 @@ class ProfileEvaluator:
 
     @torch.no_grad()
     def pairs(self, k: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        with eval_mode(self.land.model):  # once per call, not per tail batch (hot path)
+            return self._pairs(k, a)
+
+    def _pairs(self, k: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Mean losses (float64, (n_pairs,)) at w0 + a[j] P[k[j]].
 
         Pairs go through the tail in chunks of about ``_TAIL_ELEMS`` activations: each
@@ -530,10 +739,15 @@ class ProfileEvaluator:
                 z = buf[:npc, :ns]
                 for i in range(npc):
                     torch.add(z0, self.D[ks[p0 + i], s0 : s0 + ns], alpha=As[p0 + i], out=z[i])
-                logits = land._btail(z.reshape(npc * ns, *shape))
+                logits = land._btail.inner(z.reshape(npc * ns, *shape))
                 key = (npc, s0, ns)
                 if key not in y_rep:
-                    y_rep[key] = land.y[s0 : s0 + ns].repeat(npc)
-                tot += _ce_sum_rows(logits, y_rep[key], npc)
+                    y = land.y[s0 : s0 + ns]
+                    y_rep[key] = y.repeat(npc, *([1] * (y.ndim - 1)))
+                if land.loss_fn.is_cross_entropy and logits.ndim == 2:
+                    tot += _ce_sum_rows(logits, y_rep[key], npc)
+                else:
+                    per = land.loss_fn(logits, y_rep[key])
+                    tot += per.view(npc, -1).sum(1, dtype=torch.float64)
             out[p0 : p0 + npc] = (tot / n).cpu()
         return out

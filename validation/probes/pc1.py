@@ -35,20 +35,14 @@ def margins_along(
     land: NetworkLandscape, w0: torch.Tensor, p: torch.Tensor, thetas, samples=None
 ) -> np.ndarray:
     """Delta Y_k(theta) (Eq S3) for the chosen samples, shape (n_samples, n_theta)."""
-    w0 = land._flat(w0, "w0")
-    p = land._dirs(p)[0]
+    w0 = land.as_point(w0, "w0")
+    p = land.as_directions(p)[0]
     idx = torch.arange(land.n_samples) if samples is None else torch.as_tensor(samples)
     idx = idx.to(land.device)
     y = land.y[idx]
     out = []
     for th in np.asarray(thetas, dtype=np.float64):
-        w = w0 + float(th) * p
-        if land.mode == "cached-tail":
-            logits = land.tail(land._out(land._h[idx], w))
-        else:
-            logits = torch.func.functional_call(
-                land.model, {land.probe_name: w.reshape(land.shape)}, (land.x[idx],)
-            )
+        logits = land.outputs(w0 + float(th) * p, idx)
         correct = logits.gather(1, y[:, None])[:, 0]
         wrong = logits.scatter(1, y[:, None], float("-inf")).amax(1)
         out.append((correct - wrong).double().cpu().numpy())
@@ -106,8 +100,8 @@ def pc1_analysis(
     Per-sample slopes beta_k come from straight-line fits of Delta Y_k over the grid for
     every training sample.
     """
-    w0 = land._flat(w0, "w0")
-    p1 = land._dirs(p1)[0]
+    w0 = land.as_point(w0, "w0")
+    p1 = land.as_directions(p1)[0]
     L0 = float(land.full_loss(w0))
     if theta_range is None:
         ew = flatness_e_width(

@@ -6,7 +6,12 @@ into a preallocated on-device :class:`~sgdyn.kernels.TrajectoryBuffer` (one devi
 step, no host synchronisation). When the window ends, :meth:`pca` fits the streaming
 estimator (:class:`~sgdyn.kernels.StreamingPCA`) on the recorded snapshots; with
 ``keep_trajectory=False`` snapshots are instead merged into the estimator every ``chunk``
-steps and only O(N^2) memory is kept.
+steps and only O(N^2) memory is kept (the default with the sketch: O(ell N)).
+
+Once the window is full the hook does nothing (it cannot remove itself from inside the
+optimizer's loop over its hooks); :meth:`TrajectoryRecorder.detach` removes it. Before
+anything is allocated the recorder estimates its memory (:meth:`memory_estimate`) and
+refuses, with the number and the options that change it, what the device cannot hold.
 
 For large layers (N x N does not fit) the recorder switches to the Frequent-Directions
 sketch (:class:`~sgdyn.kernels.SketchPCA`, O(ell N) memory, documented error bound):
@@ -22,6 +27,7 @@ import torch
 from torch import nn
 
 from sgdyn.kernels import SketchPCA, StreamingPCA, TrajectoryBuffer
+from sgdyn.kernels.memory import check_fits, format_bytes
 
 # Above this many features the exact N x N scatter (float64) would exceed ~2 GiB.
 EXACT_MAX_FEATURES = 16384
@@ -48,7 +54,14 @@ def make_estimator(estimator, n_features: int, sketch_size: int | None = None):
 
 
 class TrajectoryRecorder:
-    """Record the parameters ``names`` of ``model`` at every optimizer step of a window."""
+    """Record the parameters ``names`` of ``model`` at every optimizer step of a window.
+
+    ``keep_trajectory``: keep every snapshot (needed for :meth:`trajectory`; default for the
+    exact estimator) or merge them into the estimator every ``chunk`` steps (default for the
+    sketch, which then never holds the window). ``max_memory``: bytes the recorder may use
+    (default: what the device reports free); more raises
+    :class:`~sgdyn.kernels.memory.InsufficientMemoryError` before any allocation.
+    """
 
     def __init__(
         self,
@@ -56,11 +69,12 @@ class TrajectoryRecorder:
         names: str | list[str],
         n_steps: int,
         *,
-        keep_trajectory: bool = True,
+        keep_trajectory: bool | None = None,
         chunk: int = 256,
         dtype: torch.dtype = torch.float32,
         estimator="auto",
         sketch_size: int | None = None,
+        max_memory: int | None = None,
     ):
         names = [names] if isinstance(names, str) else list(names)
         params = dict(model.named_parameters())
@@ -69,23 +83,66 @@ class TrajectoryRecorder:
             raise KeyError(f"model has no parameter(s) {missing}; available: {list(params)}")
         if n_steps < 2:
             raise ValueError(f"a PCA window needs at least 2 steps, got {n_steps}")
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
         self.names = names
         self.params = [params[n] for n in names]
         self.shapes = {n: tuple(p.shape) for n, p in zip(names, self.params, strict=True)}
         self.n_features = sum(p.numel() for p in self.params)
         self.n_steps = n_steps
-        self.keep_trajectory = keep_trajectory
-        device = self.params[0].device
-        cap = n_steps if keep_trajectory else min(chunk, n_steps)
-        self.buffer = TrajectoryBuffer(cap, self.n_features, device=device, dtype=dtype)
         self.estimator = make_estimator(estimator, self.n_features, sketch_size)
+        if keep_trajectory is None:
+            keep_trajectory = not isinstance(self.estimator, SketchPCA)
+        self.keep_trajectory = bool(keep_trajectory)
+        self.chunk = int(chunk)
+        device = self.params[0].device
+        self.dtype = dtype
+        est = self.memory_estimate()
+        check_fits(
+            est["total"],
+            device,
+            f"TrajectoryRecorder ({self._describe(est)})",
+            "use keep_trajectory=False (merge every `chunk` steps), estimator='sketch' (O(ell N) "
+            "instead of N^2), a shorter window or fewer parameters, or pass max_memory",
+            max_memory,
+        )
+        cap = n_steps if self.keep_trajectory else min(self.chunk, n_steps)
+        self.buffer = TrajectoryBuffer(cap, self.n_features, device=device, dtype=dtype)
         self.n_recorded = 0
         self._handle = None
+
+    def memory_estimate(self) -> dict:
+        """Bytes the recorder will need at its peak: ``buffer`` (snapshots kept on the
+        device), ``estimator`` (PCA state and the decomposition) and ``total``."""
+        N, n = self.n_features, self.n_steps
+        elem = torch.empty((), dtype=self.dtype).element_size()
+        rows = n if self.keep_trajectory else min(self.chunk, n)
+        buffer = rows * N * elem
+        f8 = 8
+        if isinstance(self.estimator, SketchPCA):
+            ell = self.estimator.sketch_rows
+            est = 2 * ell * N * f8 + rows * N * f8 + (2 * ell) ** 2 * f8
+        elif isinstance(self.estimator, StreamingPCA):
+            if self.keep_trajectory and n < N:  # Gram path: window copy, n x n, components
+                est = n * N * f8 * 2 + n * n * f8
+            else:  # moments: M2, batch scatter, eigendecomposition
+                est = 3 * N * N * f8 + rows * N * f8
+        else:  # a user's estimator object: unknown, count the window copy
+            est = rows * N * f8
+        return {"buffer": buffer, "estimator": est, "total": buffer + est}
+
+    def _describe(self, est: dict) -> str:
+        kind = type(self.estimator).__name__
+        keep = "window kept" if self.keep_trajectory else f"chunks of {self.chunk}"
+        return (
+            f"{self.n_steps} steps x {self.n_features} weights, {keep}: buffer "
+            f"{format_bytes(est['buffer'])}, {kind} {format_bytes(est['estimator'])}"
+        )
 
     # -- attaching -------------------------------------------------------------------------
     def attach(self, optimizer: torch.optim.Optimizer) -> TrajectoryRecorder:
         """Record after every ``optimizer.step()`` until the window is full (afterwards the
-        hook does nothing; :meth:`detach` removes it)."""
+        hook stays but does nothing; :meth:`detach` removes it)."""
         self._handle = optimizer.register_step_post_hook(lambda *_: self.record())
         return self
 

@@ -152,7 +152,11 @@ def capture_window(
     log.info("window starts at epoch %d: %s", window_start, reason)
 
     # --- phase 2: record every step of the window ------------------------------------------
-    rec = TrajectoryRecorder(model, probe, cfg.window_epochs * steps_per_epoch)
+    # the study analyses theta_i(t) of the window, so it keeps the trajectory (the recorder
+    # refuses, with the numbers, a window that cannot fit)
+    rec = TrajectoryRecorder(
+        model, probe, cfg.window_epochs * steps_per_epoch, keep_trajectory=True
+    )
     rec.attach(opt)
     step_losses: list[torch.Tensor] = []
     bar = _progress(cfg.window_epochs, "recording window", progress)

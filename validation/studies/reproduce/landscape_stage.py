@@ -13,7 +13,12 @@ Given a captured window (model at the window's end, training set, probe, PCA), t
 4. fits sigma_i^2 ~ F_i^-psi (Eq 8) over the diffusive modes i >= 2;
 5. runs the PC1 analysis (Eqs S3-S5) with p1 oriented along the window's drift;
 6. runs Langevin dynamics at the SGD-matched temperature on the same full loss
-   (:mod:`.langevin`) and analyses it with the very same code (Eq 16 contrast).
+   (:mod:`.langevin`) and analyses it with the very same code (Eq 16 contrast);
+7. measures the curvature beside the flatness (:mod:`sgdyn.validation.probes.curvature`):
+   p_i.H.p_i along every probed PCA direction by Hessian-vector products, the top Hessian
+   eigenpairs by Lanczos, F_i against the curvature prediction F_i^2 = 8 / (pHp / L0 -
+   (g.p / L0)^2) (Eq 7 read at a = 0), and how well the p_i align with Hessian eigenvectors,
+   each beside its random-direction null (summary keys ``curvature.*``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 import torch
 
 from sgdyn.theory.flatness import flatness_quadratic_fit, variance_flatness_exponent
+from sgdyn.validation.probes.curvature import curvature_analysis
 from sgdyn.validation.probes.langevin import langevin_capture
 from sgdyn.validation.probes.network_landscape import NetworkLandscape
 from sgdyn.validation.probes.pc1 import orient_along_drift, pc1_analysis
@@ -327,6 +333,81 @@ def equilibrium_contrast(land, w0, comps, summ, cfg, quick: bool) -> tuple[dict,
     return out, arrays
 
 
+def curvature_stage(land, w0, comps, summ, cfg, quick: bool) -> tuple[dict, dict | None]:
+    """Curvature along the probed PCA directions and the top Hessian eigenpairs (module doc,
+    step 7); an error is reported in the summary, not raised (the rest of the run stands)."""
+    n_eig = 10 if quick else int(getattr(cfg, "curvature_eigs", 20))
+    try:
+        cur = curvature_analysis(
+            land, w0, comps, L0=summ["L0"], n_eig=n_eig, n_null=32, seed=int(cfg.seed)
+        )
+    except (RuntimeError, ValueError) as e:  # e.g. Lanczos did not converge
+        log.warning("curvature analysis failed: %s", e)
+        return {"error": str(e)}, None
+    out = cur.summary(F_ewidth=summ["F"], F_quadratic=summ["F_quadratic"])
+    arrays = {
+        "curv_pHp": cur.pHp,
+        "curv_grad_proj": cur.grad_proj,
+        "curv_F_hessian": cur.F_hessian,
+        "curv_eig_cosine": cur.eig_cosine,
+        "curv_null_eig_cosine": cur.null_eig_cosine,
+        "curv_null_pHp": cur.null_pHp,
+        "curv_eigenvalues": cur.eigenvalues,
+        "curv_top_in_span": cur.top_in_span,
+        "curv_best_match": cur.best_match,
+        "curv_best_match_index": cur.best_match_index,
+    }
+    return out, arrays
+
+
+def _curvature_plot(out_dir: Path, arrays: dict, cs: dict) -> tuple[str, str]:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    modes = arrays["flat_modes"]
+    Fe, Fh = arrays["flat_F_ewidth"], arrays["curv_F_hessian"]
+    d = modes >= 2
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    ax[0].loglog(Fh[d], Fe[d], "o", ms=3, label="e-width")
+    ax[0].loglog(Fh[d], arrays["flat_F_quadratic"][d], "x", ms=3, label="quadratic fit (Eq 7)")
+    ok = d & np.isfinite(Fh)
+    if ok.any():
+        lim = [np.nanmin(Fh[ok]), np.nanmax(Fh[ok])]
+        ax[0].loglog(lim, lim, "k--", lw=0.8, label="F = F_hessian")
+    ax[0].set(
+        xlabel="F_hessian = (8 / (pHp/L0 - (g.p/L0)^2))^1/2",
+        ylabel="F_i",
+        title="flatness vs curvature along p_i (i>=2)",
+    )
+    ax[0].legend(fontsize=8)
+    ax[0].xaxis.set_minor_formatter(NullFormatter())
+    ax[0].yaxis.set_minor_formatter(NullFormatter())
+    ax[1].semilogx(modes, arrays["curv_eig_cosine"], "o", ms=3, label="PCA p_i")
+    null = arrays["curv_null_eig_cosine"]
+    ax[1].axhspan(
+        np.percentile(null, 5), np.percentile(null, 95), color="0.85", label="random (5-95%)"
+    )
+    ax[1].axhline(1.0, color="k", lw=0.8, ls=":")
+    ax[1].set(xlabel="PCA rank i", ylabel="cos(p_i, H p_i)", title="is p_i a Hessian eigenvector?")
+    ax[1].legend(fontsize=8)
+    ev = arrays["curv_eigenvalues"]
+    ax[2].semilogy(np.arange(1, len(ev) + 1), ev, "s", ms=4, label="Hessian top eigenvalues")
+    ax[2].semilogy(modes, np.clip(arrays["curv_pHp"], 1e-300, None), "o", ms=3, label="p_i.H.p_i")
+    ax[2].set(xscale="log", xlabel="rank", ylabel="curvature", title="spectrum vs PCA directions")
+    ax[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "fig_curvature.png", dpi=110)
+    plt.close(fig)
+    al = cs["alignment"]
+    return (
+        "fig_curvature.png",
+        "Curvature beside flatness: F_i against the Hessian prediction (Eq 7 at 0), the "
+        "eigenvector cosine cos(p_i, H p_i) against random directions "
+        f"(median {al['eig_cosine_median']:.2f} vs {al['null_eig_cosine_median']:.2f}), and "
+        "the Lanczos top eigenvalues beside p_i.H.p_i.",
+    )
+
+
 def run_landscape_stage(ctx) -> StageResult:
     """Fig 2 A-D, Fig S2 and the equilibrium contrast for a captured window (module doc).
 
@@ -367,12 +448,22 @@ def run_landscape_stage(ctx) -> StageResult:
     if eq_arr is not None:
         arrays.update({f"eq_{k}": v for k, v in eq_arr.items() if not k.startswith("profile")})
 
+    t_cur = time.perf_counter()
+    log.info("landscape: curvature (HVPs along %d directions, Lanczos)", n_modes)
+    cur_summary, cur_arr = curvature_stage(land, w0, comps[:n_modes], summ, cfg, quick)
+    cur_summary["time_s"] = time.perf_counter() - t_cur
+    if cur_arr is not None:
+        arrays.update(cur_arr)
+
     figures = _plots(out_dir, arrays, summ, pc1, eq_arr, eq_summary)
+    if cur_arr is not None:
+        figures.append(_curvature_plot(out_dir, arrays, cur_summary))
     total = time.perf_counter() - t_start
     summary = {
         "flatness": summ,
         "pc1": pc1_summary,
         "equilibrium": eq_summary,
+        "curvature": cur_summary,
         "landscape_time_s": total,
     }
     ag = summ["agreement"]
@@ -422,6 +513,46 @@ def run_landscape_stage(ctx) -> StageResult:
             "~1 if p_i were Hessian eigenvectors",
         ),
     ]
+    if cur_arr is not None:
+        rel, relq, al = (
+            cur_summary["relation_ewidth"],
+            cur_summary["relation_quadratic"],
+            cur_summary["alignment"],
+        )
+        ev = cur_summary["hessian_top_eigenvalues"]
+        rows += [
+            (
+                "F_e-width / F_hessian, i >= 2: median (5-95%)",
+                f"{rel.get('median_ratio', nan):.3f} "
+                f"({rel.get('p05_ratio', nan):.3f}-{rel.get('p95_ratio', nan):.3f})",
+                "1 for Eq 7's form",
+            ),
+            (
+                "F_quadratic / F_hessian, i >= 2: median",
+                f"{relq.get('median_ratio', nan):.3f}",
+                "1 (same curvature at 0)",
+            ),
+            (
+                "slope of ln F_e-width vs ln p_i.H.p_i",
+                f"{rel.get('loglog_slope_F_vs_pHp', nan):.3f}",
+                "-0.5 near a minimum",
+            ),
+            (
+                "cos(p_i, H p_i), i >= 2: median (random directions)",
+                f"{al['eig_cosine_median']:.3f} ({al['null_eig_cosine_median']:.3f})",
+                "1 if p_i were eigenvectors",
+            ),
+            (
+                f"top-{len(ev)} Hessian eigenvectors inside span(p_1..p_{summ['n_modes']})",
+                f"{al['top_eigvec_in_span_mean']:.3f} (random span {al['span_null']:.3f})",
+                "",
+            ),
+            (
+                "Hessian lambda_max (Lanczos) / max_i p_i.H.p_i",
+                f"{ev[0]:.4g} / {ev[0] * cur_summary['pHp_max_over_lambda_max']:.4g}",
+                "",
+            ),
+        ]
     table = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     Fd = np.asarray(summ["F"][1:], dtype=float)
     md = (
