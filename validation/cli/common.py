@@ -62,25 +62,50 @@ float_list = _list_of(float, "numbers")
 def add_common_options(p, *, seed_default: int = 0) -> None:
     """``--out --force --seed --device --threads --no-progress -v --config --print-config``."""
     g = p.add_argument_group("options every command shares")
-    g.add_argument("--out", type=Path, default=None, metavar="DIR",
-                   help="run directory (required unless --print-config)")  # fmt: skip
-    g.add_argument("--force", action="store_true",
-                   help="overwrite a finished run with other settings in --out")  # fmt: skip
+    g.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run directory (required unless --print-config)",
+    )
+    g.add_argument(
+        "--force", action="store_true", help="overwrite a finished run with other settings in --out"
+    )
     g.add_argument("--seed", type=int, default=seed_default, help="random seed")
-    g.add_argument("--device", default="auto",
-                   help="torch device: auto (CUDA when present, else cpu), cpu, cuda, cuda:1")  # fmt: skip
-    g.add_argument("--threads", type=int, default=1,
-                   help="torch threads per process (0: torch's default; 1 keeps a shared "
-                   "machine usable)")  # fmt: skip
-    g.add_argument("--no-progress", action="store_true",
-                   help="no progress bars (they are shown only on a terminal anyway)")  # fmt: skip
-    g.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                   help="debug logging and full tracebacks")  # fmt: skip
-    g.add_argument("--config", type=Path, default=None, metavar="FILE",
-                   help="rerun a saved config: a run's summary.json (options given here "
-                   "override it)")  # fmt: skip
-    g.add_argument("--print-config", action="store_true",
-                   help="print the resolved config as JSON and exit")  # fmt: skip
+    g.add_argument(
+        "--device",
+        default="auto",
+        help="torch device: auto (CUDA when present, else cpu), cpu, cuda, cuda:1",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per process (0: torch's default; 1 keeps a shared machine usable)",
+    )
+    g.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (they are shown only on a terminal anyway)",
+    )
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="debug logging and full tracebacks",
+    )
+    g.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="rerun a saved config: a run's summary.json (options given here override it)",
+    )
+    g.add_argument(
+        "--print-config", action="store_true", help="print the resolved config as JSON and exit"
+    )
 
 
 def progress_enabled(args) -> bool:

@@ -20,26 +20,50 @@ MODELS = ("mlp", "lenet-mnist", "lenet-cifar")
 
 def add_arguments(p) -> None:
     add_common_options(p)
-    p.add_argument("--dataset", choices=DATASETS, default="mnist5k",
-                   help="data (mnist5k: the embedded MNIST subset)")  # fmt: skip
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="mnist5k",
+        help="data (mnist5k: the embedded MNIST subset)",
+    )
     p.add_argument("--data-root", default=None, help="torchvision-layout / ImageFolder folder")
     p.add_argument("--model", choices=MODELS, default="mlp", help="network")
-    p.add_argument("--batch-sizes", type=int_list, default=(25, 50, 100),
-                   help="comma-separated minibatch sizes B, e.g. 25,50,100")  # fmt: skip
-    p.add_argument("--lrs", type=float_list, default=(0.05, 0.1),
-                   help="comma-separated learning rates alpha, e.g. 0.05,0.1")  # fmt: skip
+    p.add_argument(
+        "--batch-sizes",
+        type=int_list,
+        default=(25, 50, 100),
+        help="comma-separated minibatch sizes B, e.g. 25,50,100",
+    )
+    p.add_argument(
+        "--lrs",
+        type=float_list,
+        default=(0.05, 0.1),
+        help="comma-separated learning rates alpha, e.g. 0.05,0.1",
+    )
     p.add_argument("--window-epochs", type=int, default=10, help="PCA window T in epochs")
-    p.add_argument("--window-start", type=int, default=None,
-                   help="start the window after this epoch instead of detecting the transition")  # fmt: skip
-    p.add_argument("--max-epochs", type=int, default=200,
-                   help="give up waiting for the exploration phase after this many epochs")  # fmt: skip
-    p.add_argument("--landscape-modes", type=int, default=100,
-                   help="PCA directions whose flatness is measured")  # fmt: skip
+    p.add_argument(
+        "--window-start",
+        type=int,
+        default=None,
+        help="start the window after this epoch instead of detecting the transition",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=200,
+        help="give up waiting for the exploration phase after this many epochs",
+    )
+    p.add_argument(
+        "--landscape-modes", type=int, default=100, help="PCA directions whose flatness is measured"
+    )
     p.add_argument("--tol", type=float, default=1e-3, help="relative e-width tolerance")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes")
-    p.add_argument("--quick", action="store_true",
-                   help="tiny run for checks: digits, B in {50,100}, alpha=0.1, window after "
-                   "epoch 4 for 2 epochs, 12 modes; options given explicitly still apply")  # fmt: skip
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny run for checks: digits, B in {50,100}, alpha=0.1, window after "
+        "epoch 4 for 2 epochs, 12 modes; options given explicitly still apply",
+    )
 
 
 def _describe(s):

@@ -19,36 +19,76 @@ MODELS = ("mlp", "lenet-mnist", "lenet-cifar")
 
 def add_arguments(p) -> None:
     add_common_options(p)
-    p.add_argument("--quick", action="store_true",
-                   help="reduced protocol on 8x8 digits (seconds): 4-epoch window, ranks 5-60, "
-                   "30 landscape modes, 600 Langevin steps; options given explicitly still "
-                   "apply")  # fmt: skip
-    p.add_argument("--dataset", choices=DATASETS, default="mnist5k",
-                   help="data (mnist5k: the embedded MNIST subset)")  # fmt: skip
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="reduced protocol on 8x8 digits (seconds): 4-epoch window, ranks 5-60, "
+        "30 landscape modes, 600 Langevin steps; options given explicitly still "
+        "apply",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="mnist5k",
+        help="data (mnist5k: the embedded MNIST subset)",
+    )
     p.add_argument("--data-root", default=None, help="torchvision-layout / ImageFolder folder")
     p.add_argument("--model", choices=MODELS, default="mlp", help="network")
-    p.add_argument("--hidden", type=int_list, default=(50, 50),
-                   help="comma-separated MLP hidden widths, e.g. 50,50")  # fmt: skip
-    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd",
-                   help="optimizer")  # fmt: skip
+    p.add_argument(
+        "--hidden",
+        type=int_list,
+        default=(50, 50),
+        help="comma-separated MLP hidden widths, e.g. 50,50",
+    )
+    p.add_argument(
+        "--optimizer", choices=["sgd", "momentum", "adam"], default="sgd", help="optimizer"
+    )
     p.add_argument("--lr", type=float, default=0.1, help="learning rate alpha")
     p.add_argument("--batch-size", type=int, default=50, help="minibatch size B")
     p.add_argument("--window-epochs", type=int, default=10, help="PCA window T in epochs")
-    p.add_argument("--window-start", type=int, default=None,
-                   help="start the window after this epoch instead of detecting the transition")  # fmt: skip
-    p.add_argument("--max-epochs", type=int, default=200,
-                   help="give up waiting for the exploration phase after this many epochs")  # fmt: skip
-    p.add_argument("--probe", default=None,
-                   help="parameter name to record (default: the weights between the hidden layers)")  # fmt: skip
-    p.add_argument("--rank-range", type=int_list, default=(20, 200), metavar="LO,HI",
-                   help="rank range of the gamma fit")  # fmt: skip
-    p.add_argument("--no-landscape", dest="landscape", action="store_false", default=True,
-                   help="skip the landscape stage (Fig 2, S2, Eq 16)")  # fmt: skip
-    p.add_argument("--landscape-modes", type=int, default=200,
-                   help="PCA directions whose flatness is measured (conv probes cost far more "
-                   "per direction)")  # fmt: skip
-    p.add_argument("--langevin-steps", type=int, default=6000,
-                   help="cap on the Langevin equilibrium run's steps")  # fmt: skip
+    p.add_argument(
+        "--window-start",
+        type=int,
+        default=None,
+        help="start the window after this epoch instead of detecting the transition",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=200,
+        help="give up waiting for the exploration phase after this many epochs",
+    )
+    p.add_argument(
+        "--probe",
+        default=None,
+        help="parameter name to record (default: the weights between the hidden layers)",
+    )
+    p.add_argument(
+        "--rank-range",
+        type=int_list,
+        default=(20, 200),
+        metavar="LO,HI",
+        help="rank range of the gamma fit",
+    )
+    p.add_argument(
+        "--no-landscape",
+        dest="landscape",
+        action="store_false",
+        default=True,
+        help="skip the landscape stage (Fig 2, S2, Eq 16)",
+    )
+    p.add_argument(
+        "--landscape-modes",
+        type=int,
+        default=200,
+        help="PCA directions whose flatness is measured (conv probes cost far more per direction)",
+    )
+    p.add_argument(
+        "--langevin-steps",
+        type=int,
+        default=6000,
+        help="cap on the Langevin equilibrium run's steps",
+    )
 
 
 def _describe(s):

@@ -32,28 +32,66 @@ def add_arguments(p) -> None:
     p.add_argument("--N", type=int, default=30, help="number of modes (paper-like)")
     p.add_argument("--F-min", type=float, default=1.0, help="flatness of the sharpest mode")
     p.add_argument("--F-max", type=float, default=10.0, help="flatness of the flattest mode")
-    p.add_argument("--profiles", type=_profiles, default=None, metavar="FILE",
-                   help="from-profiles: JSON/.npz with M0, sigma_M, sigma_theta per mode "
-                   "(optional sigma_off, off_profile, theta1_0, L0, L0_cv)")  # fmt: skip
+    p.add_argument(
+        "--profiles",
+        type=_profiles,
+        default=None,
+        metavar="FILE",
+        help="from-profiles: JSON/.npz with M0, sigma_M, sigma_theta per mode "
+        "(optional sigma_off, off_profile, theta1_0, L0, L0_cv)",
+    )
     p.add_argument("--replicas", type=int, default=64, help="independent replicas")
-    p.add_argument("--lr", dest="alpha", type=float, default=0.25,
-                   help="SGD learning rate alpha (diffusive window)")  # fmt: skip
-    p.add_argument("--window-steps", dest="window_diffusive", type=int, default=0,
-                   help="diffusive PCA window in steps (0: tau_min / 5)")  # fmt: skip
-    p.add_argument("--stationary-lr", dest="alpha_stationary", type=float, default=1.0,
-                   help="learning rate of the stationary (Eq 12) and Langevin runs")  # fmt: skip
-    p.add_argument("--stationary-window-steps", dest="window_stationary", type=int, default=0,
-                   help="stationary window in steps (0: 20 tau_max)")  # fmt: skip
+    p.add_argument(
+        "--lr",
+        dest="alpha",
+        type=float,
+        default=0.25,
+        help="SGD learning rate alpha (diffusive window)",
+    )
+    p.add_argument(
+        "--window-steps",
+        dest="window_diffusive",
+        type=int,
+        default=0,
+        help="diffusive PCA window in steps (0: tau_min / 5)",
+    )
+    p.add_argument(
+        "--stationary-lr",
+        dest="alpha_stationary",
+        type=float,
+        default=1.0,
+        help="learning rate of the stationary (Eq 12) and Langevin runs",
+    )
+    p.add_argument(
+        "--stationary-window-steps",
+        dest="window_stationary",
+        type=int,
+        default=0,
+        help="stationary window in steps (0: 20 tau_max)",
+    )
     p.add_argument("--temperature", type=float, default=1e-4, help="Langevin temperature")
-    p.add_argument("--minibatches", type=int, default=512,
-                   help="K of the finite ensemble probed for the flatness")  # fmt: skip
-    p.add_argument("--n-minima", type=int, default=20000,
-                   help="sampled MLFs for the Eq 11 minima check")  # fmt: skip
-    p.add_argument("--max-memory", type=float, default=None, metavar="GB",
-                   help="refuse runs estimated above this (default: 80%% of available memory)")  # fmt: skip
-    p.add_argument("--quick", action="store_true",
-                   help="small fast run for tests/CI (~10 s): N=12, F in [1,3], 48 replicas, "
-                   "K=256, 8000 minima; options given explicitly still apply")  # fmt: skip
+    p.add_argument(
+        "--minibatches",
+        type=int,
+        default=512,
+        help="K of the finite ensemble probed for the flatness",
+    )
+    p.add_argument(
+        "--n-minima", type=int, default=20000, help="sampled MLFs for the Eq 11 minima check"
+    )
+    p.add_argument(
+        "--max-memory",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="refuse runs estimated above this (default: 80%% of available memory)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small fast run for tests/CI (~10 s): N=12, F in [1,3], 48 replicas, "
+        "K=256, 8000 minima; options given explicitly still apply",
+    )
 
 
 def _describe(s):

@@ -3,7 +3,8 @@
 :class:`StudyConfig` is a mixin for a study's ``@dataclass`` config: ``as_dict`` gives plain
 JSON types (tuples become lists), ``from_dict`` rebuilds the config from a saved ``config``
 (lists back to tuples, unknown keys refused), and ``device="auto"`` resolves to ``cuda`` when
-torch sees a CUDA device, else ``cpu``, so the recorded config says what ran.
+torch sees a CUDA device, else ``cpu``, so the recorded config says what ran (a CUDA device
+where there is none is refused on construction).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ class StudyConfig:
             v = getattr(self, f.name)
             if isinstance(v, list) and "tuple" in str(f.type):
                 setattr(self, f.name, tuple(v))
-        if getattr(self, "device", None) == "auto":
-            self.device = resolve_device("auto")
+        if getattr(self, "device", None) is not None:
+            self.device = resolve_device(self.device)
 
     def as_dict(self) -> dict:
         return plain(dataclasses.asdict(self))

@@ -316,6 +316,7 @@ def run_study(cfg: SimStudyConfig, progress: bool = False):
     summary["checks"]["D_window_over_exact"] = _ratio_stats(Ds_window[diff] / D_exact[diff])
     k_drift = min(4, Td - 1) + 1
     drift_meas = float(np.mean(th[k_drift - 1, :, 0]) / k_drift)
+    drift_err = float(np.std(th[k_drift - 1, :, 0], ddof=1) / np.sqrt(th.shape[1]) / k_drift)
     summary["checks"]["D_measured_over_eq14"] = _ratio_stats(Ds[diff] / D_paper[diff])
     summary["checks"]["D_measured_over_exact"] = _ratio_stats(Ds[diff] / D_exact[diff])
     summary["checks"]["drift_measured_over_eq13"] = drift_meas / v1 if v1 != 0 else None
@@ -398,6 +399,7 @@ def run_study(cfg: SimStudyConfig, progress: bool = False):
         "psi_stationary_err": psi_sim_s.psi_err_boot, "psi_pca_diffusive": psi_pca,
         "window_diffusive": Td, "window_stationary": Ts, "burn_in_stationary": burn,
         "record_every_stationary": rec_every, "drift_velocity": drift_meas,
+        "drift_velocity_stderr": drift_err,
     }  # fmt: skip
     summary["theory"] = {
         "psi": psi_th_d, "psi_diffusive": psi_th_d, "psi_diffusive_limit": psi_th_d_lim,

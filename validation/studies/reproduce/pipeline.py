@@ -8,7 +8,6 @@ landscape stage (Fig 2, S2, Eq 16) when available. Files: ``summary.json``, ``ar
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 import time
