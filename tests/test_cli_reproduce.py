@@ -3,8 +3,10 @@
 import json
 
 import pytest
+import torch
 
 from sgdyn.validation.cli import main
+from sgdyn.validation.studies.reproduce import pipeline
 
 REQUIRED = [
     ("pca", "gamma"),
@@ -20,7 +22,7 @@ def _run(out, *extra):
     )
 
 
-def test_quick_run_writes_everything_and_is_deterministic(tmp_path):
+def test_quick_run_writes_everything_and_saved_config_reruns_identically(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert _run(a) == 0
     s = json.loads((a / "summary.json").read_text())
@@ -32,9 +34,17 @@ def test_quick_run_writes_everything_and_is_deterministic(tmp_path):
     for f in ["arrays.npz", "report.md", "fig1a_spectrum.png", "figS1_phases.png"]:
         assert (a / f).stat().st_size > 0
     assert "gamma" in (a / "report.md").read_text()
-    assert _run(b) == 0
+    html = (a / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(
+        [f for f in s["files"] if f.endswith(".png")]
+    )
+    assert sorted(s["files"]) == sorted(p.name for p in a.iterdir() if p.name != ".sgdyn-files")
+    # --config reruns the saved config (training included: a new folder) to the same numbers
+    assert main(["reproduce", "--config", str(a / "summary.json"), "--out", str(b)]) == 0
     s2 = json.loads((b / "summary.json").read_text())
-    assert s2["pca"] == s["pca"] and s2["phases"] == s["phases"]
+    assert s2["config"] == s["config"]
+    assert s2["pca"] == s["pca"] and s2["phases"] == s["phases"] and s2["dynamics"] == s["dynamics"]
+    assert s2["timings"].get("resumed") is None
 
 
 def test_rerun_is_a_noop_and_other_config_refused(tmp_path, capsys):
@@ -68,13 +78,100 @@ def test_resume_from_capture_checkpoint(tmp_path):
         (["--probe", "nope.weight"], "no parameter"),
         (["--dataset", "mnist", "--data-root", "/nonexistent/folder"], "not a folder"),
         (["--window-epochs", "0"], "window_epochs"),
+        (["--lr", "1"], "the network is not learning"),  # dead ReLUs: loss back at ln 10
     ],
 )
 def test_bad_input_gives_clear_error(tmp_path, capsys, args, message):
     assert _run(tmp_path / "bad", *args) == 2
     err = capsys.readouterr().err
     assert message in err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    if message not in ("the network is not learning", "diverged"):
+        assert not (tmp_path / "bad").exists()  # refused before the folder is created
+    else:  # found while training: refused, and no finished-looking result left behind
+        assert not (tmp_path / "bad" / "summary.json").exists()
+
+
+def test_capture_checkpoint_is_never_unpickled(tmp_path):
+    out = tmp_path / "run"
+    assert _run(out) == 0
+    first = json.loads((out / "summary.json").read_text())
+    marker = tmp_path / "code-ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"format": 2, "payload": Evil()}, out / "capture.pt")
+    (out / "summary.json").unlink()  # an unfinished folder someone handed over
+    assert _run(out) == 0
+    assert not marker.exists()  # weights_only=True: the pickle's code never ran
+    again = json.loads((out / "summary.json").read_text())
+    assert again["timings"].get("resumed") is None  # recaptured, same numbers
+    assert again["pca"] == first["pca"]
+    st = torch.load(out / "capture.pt", weights_only=True)  # the new one is plain data
+    assert st["capture_config"]["seed"] == 0 and len(st["data_fingerprint"]) == 64
+
+
+def test_changed_data_is_not_mixed_with_an_old_capture(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert _run(out) == 0
+    (out / "summary.json").unlink()
+    real = pipeline.load_dataset
+
+    def shifted(*a, **k):
+        d = real(*a, **k)
+        d.x = d.x.flip(0)  # same path and size, other samples: a changed data folder
+        d.y = d.y.flip(0)
+        return d
+
+    monkeypatch.setattr(pipeline, "load_dataset", shifted)
+    assert _run(out) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["timings"].get("resumed") is None  # retrained on the new data
+    assert (
+        s["data"]["fingerprint_sha256"]
+        == torch.load(out / "capture.pt", weights_only=True)["data_fingerprint"]
+    )
+
+
+def test_analysis_only_options_do_not_retrain(tmp_path):
+    out = tmp_path / "run"
+    assert _run(out) == 0
+    first = json.loads((out / "summary.json").read_text())
+    assert _run(out, "--rank-range", "5,40", "--force") == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["timings"].get("resumed") is True and s["config"]["rank_range"] == [5, 40]
+    assert s["phases"] == first["phases"] and s["pca"]["gamma"] != first["pca"]["gamma"]
+
+
+def test_interrupted_force_rerun_leaves_no_finished_looking_mix(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert _run(out) == 0
+    old_figs = sorted(p.name for p in out.glob("*.png"))
+
+    def boom(*a, **k):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(pipeline, "analyse_capture", boom)
+    assert _run(out, "--window-epochs", "3", "--force") == 2
+    assert "interrupted" in capsys.readouterr().err
+    assert not (out / "summary.json").exists()  # unfinished, not the old run's summary
+    assert not any((out / f).exists() for f in old_figs)  # no figures of another run
+    monkeypatch.undo()
+    assert _run(out, "--window-epochs", "3") == 0  # finishes cleanly afterwards
+    s = json.loads((out / "summary.json").read_text())
+    assert s["config"]["window_epochs"] == 3
+
+
+def test_every_command_refuses_another_commands_finished_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(out) == 0
+    before = (out / "summary.json").read_bytes()
+    assert main(["flatness-grid", "--quick", "--out", str(out)]) == 2
+    assert main(["simulate", "--quick", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.count("--force") == 2
+    assert (out / "summary.json").read_bytes() == before
 
 
 def test_help_lists_subcommands(capsys):

@@ -322,6 +322,13 @@ def run_reproduce(
     cfg.validate()
     data = load_dataset(cfg.dataset, cfg.data_root, classes=cfg.classes)
     OptimConfig(cfg.optimizer, cfg.lr, cfg.batch_size).validate(len(data))
+    if cfg.probe is not None:
+        names = [
+            n for n, _ in build_model(cfg.model, data.n_features, cfg.hidden).named_parameters()
+        ]
+        if cfg.probe not in names:
+            raise ValueError(f"--probe {cfg.probe}: the model has no parameter of that name; "
+                             f"choose one of {names}")  # fmt: skip
     data = data.to(cfg.device)
     rd = RunDir(out, cfg.as_dict(), command="reproduce", force=force, keep=(CHECKPOINT,))
     if rd.start():
