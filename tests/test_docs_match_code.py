@@ -4,10 +4,10 @@ paths, no global matplotlib backend in library code, `pytest bench/` collects th
 import fnmatch
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from sgdyn.validation.cli import build_parser
 

@@ -82,7 +82,7 @@ def add_common_options(p, *, seed_default: int = 0) -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch threads per process (0: torch's default; 1 keeps a shared machine usable)",
+        help="torch threads per process (0: leave torch's choice; 1 keeps a shared machine usable)",
     )
     g.add_argument(
         "--no-progress",

@@ -8,22 +8,13 @@ sigma_M, sigma_theta per mode). The memory the run needs is estimated first.
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 
 from .common import add_common_options, execute
 
 NAME = "simulate"
 HELP = "simulate the random-landscape (MLF) theory: SGD/Langevin replicas, theory vs simulation"
 PRESETS = ("paper-like", "from-profiles")  # = sgdyn.simulator.presets.PRESETS (tested)
-
-
-def _profiles(path):
-    from sgdyn.validation.studies.simulate import load_profiles
-
-    try:
-        return load_profiles(path)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def add_arguments(p) -> None:
@@ -34,7 +25,7 @@ def add_arguments(p) -> None:
     p.add_argument("--F-max", type=float, default=10.0, help="flatness of the flattest mode")
     p.add_argument(
         "--profiles",
-        type=_profiles,
+        type=Path,
         default=None,
         metavar="FILE",
         help="from-profiles: JSON/.npz with M0, sigma_M, sigma_theta per mode "
@@ -103,8 +94,15 @@ def _describe(s):
 
 
 def run(args) -> int:
-    from sgdyn.validation.studies.simulate import QUICK, SimStudyConfig, run_simulate
+    from sgdyn.validation.studies.simulate import (
+        QUICK,
+        SimStudyConfig,
+        load_profiles,
+        run_simulate,
+    )
 
+    if isinstance(args.profiles, Path):  # the values go into the config, not the path
+        args.profiles = load_profiles(args.profiles)
     quick = dict(QUICK)
     if args.preset == "from-profiles":
         # N comes from the profiles; F_min/F_max shape the paper-like preset only
