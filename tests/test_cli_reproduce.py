@@ -1,6 +1,7 @@
 """``sgdyn reproduce --quick`` end to end on the 8x8 digits, and its bad-input paths."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -20,6 +21,20 @@ def _run(out, *extra):
     return main(
         ["reproduce", "--quick", "--no-progress", "--no-landscape", "--out", str(out), *extra]
     )
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished ``reproduce --quick --no-landscape`` run; tests work on copies of it."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert _run(out) == 0
+    return out
+
+
+def _finished_copy(src, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(src, dst)
+    return dst
 
 
 def test_quick_run_writes_everything_and_saved_config_reruns_identically(tmp_path):
@@ -47,9 +62,8 @@ def test_quick_run_writes_everything_and_saved_config_reruns_identically(tmp_pat
     assert s2["timings"].get("resumed") is None
 
 
-def test_rerun_is_a_noop_and_other_config_refused(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert _run(out) == 0
+def test_rerun_is_a_noop_and_other_config_refused(finished, tmp_path, capsys):
+    out = _finished_copy(finished, tmp_path)
     before = (out / "summary.json").stat().st_mtime_ns
     assert _run(out) == 0
     assert (out / "summary.json").stat().st_mtime_ns == before
@@ -58,9 +72,8 @@ def test_rerun_is_a_noop_and_other_config_refused(tmp_path, capsys):
     assert (out / "summary.json").stat().st_mtime_ns == before  # finished result kept
 
 
-def test_resume_from_capture_checkpoint(tmp_path):
-    out = tmp_path / "run"
-    assert _run(out) == 0
+def test_resume_from_capture_checkpoint(finished, tmp_path):
+    out = _finished_copy(finished, tmp_path)
     first = json.loads((out / "summary.json").read_text())
     (out / "summary.json").unlink()  # as if the analysis had been interrupted
     assert _run(out) == 0
@@ -92,9 +105,8 @@ def test_bad_input_gives_clear_error(tmp_path, capsys, args, message):
         assert not (tmp_path / "bad" / "summary.json").exists()
 
 
-def test_capture_checkpoint_is_never_unpickled(tmp_path):
-    out = tmp_path / "run"
-    assert _run(out) == 0
+def test_capture_checkpoint_is_never_unpickled(finished, tmp_path):
+    out = _finished_copy(finished, tmp_path)
     first = json.loads((out / "summary.json").read_text())
     marker = tmp_path / "code-ran"
 
@@ -113,9 +125,8 @@ def test_capture_checkpoint_is_never_unpickled(tmp_path):
     assert st["capture_config"]["seed"] == 0 and len(st["data_fingerprint"]) == 64
 
 
-def test_changed_data_is_not_mixed_with_an_old_capture(tmp_path, monkeypatch):
-    out = tmp_path / "run"
-    assert _run(out) == 0
+def test_changed_data_is_not_mixed_with_an_old_capture(finished, tmp_path, monkeypatch):
+    out = _finished_copy(finished, tmp_path)
     (out / "summary.json").unlink()
     real = pipeline.load_dataset
 
@@ -135,9 +146,8 @@ def test_changed_data_is_not_mixed_with_an_old_capture(tmp_path, monkeypatch):
     )
 
 
-def test_analysis_only_options_do_not_retrain(tmp_path):
-    out = tmp_path / "run"
-    assert _run(out) == 0
+def test_analysis_only_options_do_not_retrain(finished, tmp_path):
+    out = _finished_copy(finished, tmp_path)
     first = json.loads((out / "summary.json").read_text())
     assert _run(out, "--rank-range", "5,40", "--force") == 0
     s = json.loads((out / "summary.json").read_text())
@@ -145,9 +155,10 @@ def test_analysis_only_options_do_not_retrain(tmp_path):
     assert s["phases"] == first["phases"] and s["pca"]["gamma"] != first["pca"]["gamma"]
 
 
-def test_interrupted_force_rerun_leaves_no_finished_looking_mix(tmp_path, monkeypatch, capsys):
-    out = tmp_path / "run"
-    assert _run(out) == 0
+def test_interrupted_force_rerun_leaves_no_finished_looking_mix(
+    finished, tmp_path, monkeypatch, capsys
+):
+    out = _finished_copy(finished, tmp_path)
     old_figs = sorted(p.name for p in out.glob("*.png"))
 
     def boom(*a, **k):
@@ -164,9 +175,8 @@ def test_interrupted_force_rerun_leaves_no_finished_looking_mix(tmp_path, monkey
     assert s["config"]["window_epochs"] == 3
 
 
-def test_every_command_refuses_another_commands_finished_run(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert _run(out) == 0
+def test_every_command_refuses_another_commands_finished_run(finished, tmp_path, capsys):
+    out = _finished_copy(finished, tmp_path)
     before = (out / "summary.json").read_bytes()
     assert main(["flatness-grid", "--quick", "--out", str(out)]) == 2
     assert main(["simulate", "--quick", "--out", str(out)]) == 2

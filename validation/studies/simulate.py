@@ -509,5 +509,13 @@ def report_markdown(summary: dict, cfg: SimStudyConfig, figures: list[str]) -> s
             lines.append(f"| {k} | {f(v['median'])} | {f(v['min'])} | {f(v['max'])} |")
         else:
             lines.append(f"| {k} | {f(v)} | | |")
-    lines += [""] + [f"![{n}]({n})" for n in figures]
+    lines += [
+        "",
+        f"PC1 drift over the first steps: {f(s['drift_velocity'])} ± "
+        f"{f(s['drift_velocity_stderr'])} per step (Eq 13: {f(t['drift_velocity'])}). "
+        "Window variances are compared with the exact finite-window OU prediction (started "
+        "at w0 = 0, with the run's burn-in and recording interval); the limits are beside.",
+        "",
+    ]
+    lines += [f"![{n}]({n})" for n in figures]
     return "\n".join(lines) + "\n"

@@ -26,7 +26,7 @@ from sgdyn.theory import (
     spectrum_summary,
 )
 from sgdyn.validation.data import load_dataset
-from sgdyn.validation.io.rundir import RunDir
+from sgdyn.validation.io.rundir import RunDir, environment_info
 from sgdyn.validation.models import build_model
 from sgdyn.validation.studies.capture import (
     CaptureConfig,
@@ -362,7 +362,7 @@ def run_reproduce(
         "fingerprint_sha256": res.data_fingerprint,
     }
     summary["timings"] = dict(res.timings, total_s=time.perf_counter() - t0)
-    summary["environment"] = {"device": str(cfg.device)}
+    summary["environment"] = environment_info(device=str(cfg.device))
     summary["paper"] = PAPER
     return rd.finish(
         summary,
