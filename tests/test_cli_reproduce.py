@@ -19,7 +19,17 @@ REQUIRED = [
 
 def _run(out, *extra):
     return main(
-        ["reproduce", "--quick", "--no-progress", "--no-landscape", "--out", str(out), *extra]
+        [
+            "reproduce",
+            "--quick",
+            "--no-progress",
+            "--no-landscape",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            *extra,
+        ]  # fmt: skip
     )
 
 

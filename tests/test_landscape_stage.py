@@ -158,5 +158,16 @@ def test_flatness_grid_cli_quick(tmp_path, capsys):
     assert len(s["runs"]) == 2 and all(np.isfinite(r["psi"]) for r in s["runs"])
     assert (tmp_path / "fig2d_grid.png").exists() and (tmp_path / "report.md").exists()
     assert np.load(tmp_path / "arrays.npz")["F_B50_lr0.1"].shape == (12,)
+    assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
+    assert s["command"] == "flatness-grid" and "report.html" in s["files"]
+    # the saved config reruns to the same numbers
+    again = tmp_path.parent / (tmp_path.name + "_again")
+    assert (
+        main(["flatness-grid", "--config", str(tmp_path / "summary.json"), "--out", str(again)])
+        == 0
+    )
+    s2 = json.loads((again / "summary.json").read_text())
+    assert s2["config"] == s["config"]
+    assert [r["psi"] for r in s2["runs"]] == [r["psi"] for r in s["runs"]]
     assert main(["flatness-grid", "--out", str(tmp_path), "--lrs", "-1"]) == 2
     assert "learning rates must be positive" in capsys.readouterr().err

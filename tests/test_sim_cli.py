@@ -19,7 +19,7 @@ from sgdyn.validation.studies.simulate import (
 
 # a small, fast run for the CLI-machinery tests (not for the science)
 TINY = ["--quick", "--N", "6", "--replicas", "8", "--stationary-window-steps", "300",
-        "--n-minima", "500", "--minibatches", "32", "--no-progress"]  # fmt: skip
+        "--n-minima", "500", "--minibatches", "32", "--no-progress", "--device", "cpu"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
