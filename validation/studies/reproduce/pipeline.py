@@ -320,6 +320,10 @@ def run_reproduce(
     capture settings and a fingerprint of the data) lets a rerun skip training, also under
     ``force`` and when only analysis options (rank range, landscape modes, ...) changed."""
     cfg.validate()
+    rd = RunDir(out, cfg.as_dict(), command="reproduce", force=force, keep=(CHECKPOINT,))
+    if rd.check() == "done":  # reads only; a different finished run is refused here
+        log.info("%s already holds this finished run; nothing to do (use --force to redo)", out)
+        return rd.summary()
     data = load_dataset(cfg.dataset, cfg.data_root, classes=cfg.classes)
     OptimConfig(cfg.optimizer, cfg.lr, cfg.batch_size).validate(len(data))
     if cfg.probe is not None:
@@ -330,10 +334,7 @@ def run_reproduce(
             raise ValueError(f"--probe {cfg.probe}: the model has no parameter of that name; "
                              f"choose one of {names}")  # fmt: skip
     data = data.to(cfg.device)
-    rd = RunDir(out, cfg.as_dict(), command="reproduce", force=force, keep=(CHECKPOINT,))
-    if rd.start():
-        log.info("%s already holds this finished run; nothing to do (use --force to redo)", out)
-        return rd.summary()
+    rd.start()
     out = rd.path
     t0 = time.perf_counter()
     ckpt = out / CHECKPOINT
