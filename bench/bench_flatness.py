@@ -11,8 +11,8 @@ the baseline's bisection (``method="bisect"``), which separates the evaluator's 
 the root finder's. The baseline is single-threaded, so everything runs with
 ``torch.set_num_threads(1)`` (``--threads``).
 
-    /work/venv/bin/python bench/bench_flatness.py          # 200 directions, prints the ratio
-    /work/venv/bin/pytest bench/bench_flatness.py --benchmark-only   # pytest-benchmark (small)
+    python bench/bench_flatness.py                     # 200 directions, prints the ratio
+    pytest bench/bench_flatness.py --benchmark-only    # pytest-benchmark (small)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The one interface every measured landscape implements (DESIGN.md: one pipeline, two landscapes).
+"""The one interface every measured landscape implements (one pipeline, two landscapes).
 
 A *landscape* gives, for a flat parameter vector ``w`` of length ``n_params``:
 

@@ -106,6 +106,10 @@ def simulate(
         lin = torch.zeros(N, device=device, dtype=dtype)
         lin[0] = -float(spec.M0[0]) * spec.theta1_0
         noise = float(np.sqrt(2.0 * alpha * temperature))
+    if dynamics == "langevin":
+        stiffness = alpha * spec.L0 * float(Mbar.max())
+    else:
+        stiffness = alpha * spec.L0 * float(np.max(spec.M0))
     if impl == "auto" and device.type != "cuda":
         impl = "blocked"
     max_x = torch.full((), -float("inf"), device=device)
@@ -144,7 +148,7 @@ def simulate(
         if (t + 1) % record_every == 0 and buf.n < n_rec:
             buf.append(theta[:, modes_t])
         if (t + 1) % check_every == 0 or t == n_steps - 1:
-            _check(theta, max_x, max_exponent, t, alpha, dynamics)
+            _check(theta, max_x, max_exponent, t, alpha, dynamics, stiffness)
     traj = buf.view().reshape(-1, R, modes.size).cpu().numpy().astype(np.float64)
     return SimResult(
         theta=traj, record_every=record_every, modes=modes, dynamics=dynamics, alpha=alpha,
@@ -155,13 +159,35 @@ def simulate(
     )  # fmt: skip
 
 
-def _check(theta, max_x, max_exponent, t, alpha, dynamics):
+def _check(theta, max_x, max_exponent, t, alpha, dynamics, stiffness):
+    """Raise :class:`SimulationDiverged` naming the condition that failed.
+
+    ``stiffness`` = alpha L0 max_i M_ii (M0 for SGD and Eq 12, the averaged M of Eq 10 for
+    Langevin): the linearised step is stable only below 2."""
     bad = ~torch.isfinite(theta).all(dim=1)
-    if bool(bad.any()) or float(max_x) > max_exponent:
-        r = int(bad.nonzero()[0, 0]) if bool(bad.any()) else -1
-        where = f"replica {r}" if r >= 0 else f"MLF exponent {float(max_x):.3g} > {max_exponent}"
-        raise SimulationDiverged(
-            f"{dynamics} integration diverged by step {t + 1} ({where}) with alpha={alpha:g}: "
-            "the step is too large for the sharpest mode (stable needs alpha L0 M_ii << 1); "
-            "lower alpha"
+    nonfinite = bool(bad.any())
+    too_big = float(max_x) > max_exponent
+    if not (nonfinite or too_big):
+        return
+    if nonfinite:
+        r = int(bad.nonzero()[0, 0])
+        what = f"theta of replica {r} became non-finite (inf/NaN)"
+    else:
+        what = (
+            f"the MLF exponent reached {float(max_x):.3g} > max_exponent={max_exponent:g} "
+            f"(a minibatch loss above e^{max_exponent:g} L0^mu)"
         )
+    if stiffness >= 2:
+        advice = (
+            f"alpha L0 max M_ii = {stiffness:.3g} >= 2, so the step overshoots the sharpest "
+            f"mode: lower alpha below {2 * alpha / stiffness:.3g}"
+        )
+    else:
+        advice = (
+            f"alpha L0 max M_ii = {stiffness:.3g} < 2 (the mean step is stable), so a "
+            "fluctuation drove a replica far out on the exponential MLF: lower alpha"
+            + (" or raise max_exponent" if too_big else "")
+        )
+    raise SimulationDiverged(
+        f"{dynamics} integration diverged by step {t + 1} with alpha={alpha:g}: {what}; {advice}"
+    )

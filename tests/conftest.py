@@ -12,3 +12,7 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# One torch thread per test process (as the CLI's --threads default): on a loaded 2-core
+# machine the default thread count makes torch code spin and the suite many times slower.
+torch.set_num_threads(int(os.environ.get("SGDYN_TEST_THREADS", "1")))

@@ -82,15 +82,37 @@ def test_pc1_slope_matches_autograd_derivative(trained):
     assert res.class_margins.shape == (10, 11)
 
 
-def test_sgd_matched_temperature_formula(trained):
+def test_sgd_matched_temperature_equals_the_noise_of_real_sgd_steps(trained):
+    """Independent reference: one real ``torch.optim.SGD`` step of the whole model per
+    minibatch (autograd through every layer, only the probe trainable) from w; its noise is
+    the spread of the displacements around the full-batch step, and Langevin at T matches it
+    when 2 lr T N = <|dw_mu - dw_full|^2>_mu (probes/langevin.py)."""
+    import copy
+
+    from torch.nn import functional as F
+
     model, data, _ = trained
+    lr = 0.1
     land = NetworkLandscape(model, "layers.1.weight", data, batch_size=100)
-    w = land.current()
-    info = sgd_matched_temperature(land, w, lr=0.1)
-    _, gf = land.full_loss_and_grad(w)
-    gs = [land.minibatch_loss_and_grad(w, mu)[1] for mu in range(land.n_minibatches)]
-    power = np.mean([float(((g - gf) ** 2).sum()) for g in gs])
-    assert info["temperature"] == pytest.approx(0.1 * power / (2 * 400), rel=1e-9)
+    info = sgd_matched_temperature(land, land.current(), lr=lr)
+
+    def step(idx):
+        m = copy.deepcopy(model)
+        for name, p in m.named_parameters():
+            p.requires_grad_(name == "layers.1.weight")
+        w = dict(m.named_parameters())["layers.1.weight"]
+        before = w.detach().clone()
+        opt = torch.optim.SGD([w], lr=lr)
+        F.cross_entropy(m(data.x[idx]), data.y[idx]).backward()
+        opt.step()
+        return (w.detach() - before).flatten().double()
+
+    full = step(torch.arange(len(data)))
+    moves = [step(land.minibatch_indices(mu)) for mu in range(land.n_minibatches)]
+    noise = np.mean([float(((d - full) ** 2).sum()) for d in moves])
+    T_ref = noise / (2 * lr * full.numel())
+    assert info["temperature"] == pytest.approx(T_ref, rel=1e-3)
+    assert info["n_params"] == full.numel() == 400
 
 
 def test_stage_quick_writes_summary_and_figures(trained, tmp_path):
@@ -109,6 +131,11 @@ def test_stage_quick_writes_summary_and_figures(trained, tmp_path):
     s = r.summary
     assert np.isfinite(s["flatness"]["psi"]) and s["flatness"]["psi_err"] > 0
     assert len(s["flatness"]["F"]) == len(s["flatness"]["variance"]) == 30
+    # psi is fitted on the diffusive modes 2..30 only (PC1 drifts: its F is tilted, Eq S5)
+    assert s["flatness"]["first_fitted_mode"] == 2 and s["flatness"]["n_fit_modes"] == 29
+    # SGD: inverse variance-flatness relation; equilibrium at the matched T: the opposite
+    assert s["flatness"]["psi"] > 0
+    assert s["equilibrium"]["psi"] < 0 and s["equilibrium"]["psi_own_pca"] < 0
     assert np.isfinite(s["pc1"]["beta"]) and "psi" in s["equilibrium"]
     json.dumps(s)  # JSON-able
     for name, caption in r.figures:
@@ -143,5 +170,16 @@ def test_flatness_grid_cli_quick(tmp_path, capsys):
     assert len(s["runs"]) == 2 and all(np.isfinite(r["psi"]) for r in s["runs"])
     assert (tmp_path / "fig2d_grid.png").exists() and (tmp_path / "report.md").exists()
     assert np.load(tmp_path / "arrays.npz")["F_B50_lr0.1"].shape == (12,)
+    assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
+    assert s["command"] == "flatness-grid" and "report.html" in s["files"]
+    # the saved config reruns to the same numbers
+    again = tmp_path.parent / (tmp_path.name + "_again")
+    assert (
+        main(["flatness-grid", "--config", str(tmp_path / "summary.json"), "--out", str(again)])
+        == 0
+    )
+    s2 = json.loads((again / "summary.json").read_text())
+    assert s2["config"] == s["config"]
+    assert [r["psi"] for r in s2["runs"]] == [r["psi"] for r in s["runs"]]
     assert main(["flatness-grid", "--out", str(tmp_path), "--lrs", "-1"]) == 2
     assert "learning rates must be positive" in capsys.readouterr().err

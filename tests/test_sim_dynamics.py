@@ -134,3 +134,24 @@ def test_finite_ensemble_sgd_runs_and_diverging_step_is_reported():
         simulate(spec, dynamics="linear", alpha=1e4, n_steps=400, n_replicas=2)
     with pytest.raises(ValueError, match="temperature"):
         simulate(spec, dynamics="langevin", alpha=0.1, n_steps=2)
+
+
+def test_diverged_message_states_the_condition_that_failed():
+    spec = paper_like(N=6)
+    stiff = 500.0 * spec.L0 * spec.M0.max()  # alpha L0 max M_ii
+    with pytest.raises(SimulationDiverged) as e:
+        simulate(spec, dynamics="sgd", alpha=500.0, n_steps=200, n_replicas=4, check_every=10)
+    msg = str(e.value)
+    assert f"alpha L0 max M_ii = {stiff:.3g} >= 2" in msg
+    assert f"lower alpha below {2 * 500.0 / stiff:.3g}" in msg
+    # a stable mean step (alpha L0 M < 2) that still leaves the allowed exponent
+    with pytest.raises(SimulationDiverged) as e:
+        simulate(spec, dynamics="sgd", alpha=0.25, n_steps=50, n_replicas=4, check_every=10,
+                 max_exponent=1e-6)  # fmt: skip
+    msg = str(e.value)
+    assert "MLF exponent reached" in msg and "max_exponent=1e-06" in msg and "< 2" in msg
+    assert "non-finite" not in msg
+    with pytest.raises(SimulationDiverged) as e:
+        simulate(spec, dynamics="linear", alpha=1e4, n_steps=400, n_replicas=2)
+    msg = str(e.value)
+    assert "became non-finite" in msg and ">= 2" in msg and "MLF exponent" not in msg

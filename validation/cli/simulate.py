@@ -1,85 +1,121 @@
 """Simulate the paper's random-landscape (MLF ensemble) theory and check it (Sec IV).
 
-Writes DIR/summary.json (sim.psi, theory.psi, equilibrium.psi, checks, config),
-DIR/arrays.npz, PNG figures and DIR/report.md. A finished run with other settings is never
-overwritten unless --force; the same settings are reported as already done.
+Writes summary.json (sim.psi, theory.psi, equilibrium.psi, checks, config), arrays.npz,
+PNG figures, report.md and report.html to --out (``sgdyn.validation.studies.simulate``).
+Presets: paper-like (N, --F-min, --F-max) or from-profiles (--profiles FILE with M0,
+sigma_M, sigma_theta per mode). The memory the run needs is estimated first.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
-from .common import add_common_options
+from .common import add_common_options, execute
 
 NAME = "simulate"
 HELP = "simulate the random-landscape (MLF) theory: SGD/Langevin replicas, theory vs simulation"
+PRESETS = ("paper-like", "from-profiles")  # = sgdyn.simulator.presets.PRESETS (tested)
 
 
 def add_arguments(p) -> None:
-    add_common_options(p, seed_default=0, device_default="cpu")
-    p.add_argument("--preset", default="paper-like", choices=["paper-like"])
-    p.add_argument("--N", type=int, default=30, help="number of modes")
+    add_common_options(p)
+    p.add_argument("--preset", default="paper-like", choices=PRESETS, help="MLF ensemble")
+    p.add_argument("--N", type=int, default=30, help="number of modes (paper-like)")
     p.add_argument("--F-min", type=float, default=1.0, help="flatness of the sharpest mode")
     p.add_argument("--F-max", type=float, default=10.0, help="flatness of the flattest mode")
-    p.add_argument("--replicas", type=int, default=64)
-    p.add_argument("--alpha", type=float, default=0.25, help="SGD learning rate")
-    p.add_argument("--window", type=int, default=0,
-                   help="diffusive PCA window in steps (0: tau_min / 5)")  # fmt: skip
-    p.add_argument("--alpha-stationary", type=float, default=1.0,
-                   help="learning rate of the stationary (Eq 12) and Langevin runs")  # fmt: skip
-    p.add_argument("--window-stationary", type=int, default=0,
-                   help="stationary window in steps (0: 20 tau_max)")  # fmt: skip
+    p.add_argument(
+        "--profiles",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="from-profiles: JSON/.npz with M0, sigma_M, sigma_theta per mode "
+        "(optional sigma_off, off_profile, theta1_0, L0, L0_cv)",
+    )
+    p.add_argument("--replicas", type=int, default=64, help="independent replicas")
+    p.add_argument(
+        "--lr",
+        dest="alpha",
+        type=float,
+        default=0.25,
+        help="SGD learning rate alpha (diffusive window)",
+    )
+    p.add_argument(
+        "--window-steps",
+        dest="window_diffusive",
+        type=int,
+        default=0,
+        help="diffusive PCA window in steps (0: tau_min / 5)",
+    )
+    p.add_argument(
+        "--stationary-lr",
+        dest="alpha_stationary",
+        type=float,
+        default=1.0,
+        help="learning rate of the stationary (Eq 12) and Langevin runs",
+    )
+    p.add_argument(
+        "--stationary-window-steps",
+        dest="window_stationary",
+        type=int,
+        default=0,
+        help="stationary window in steps (0: 20 tau_max)",
+    )
     p.add_argument("--temperature", type=float, default=1e-4, help="Langevin temperature")
-    p.add_argument("--minibatches", type=int, default=512,
-                   help="K of the finite ensemble probed for the flatness")  # fmt: skip
-    p.add_argument("--quick", action="store_true", help="small fast run for tests/CI (~20 s)")
+    p.add_argument(
+        "--minibatches",
+        type=int,
+        default=512,
+        help="K of the finite ensemble probed for the flatness",
+    )
+    p.add_argument(
+        "--n-minima", type=int, default=20000, help="sampled MLFs for the Eq 11 minima check"
+    )
+    p.add_argument(
+        "--max-memory",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="refuse runs estimated above this (default: 80%% of available memory)",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small fast run for tests/CI (~10 s): N=12, F in [1,3], 48 replicas, "
+        "K=256, 8000 minima; options given explicitly still apply",
+    )
 
 
-def _config(args):
-    from sgdyn.validation.studies.simulate import QUICK, SimStudyConfig
-
-    cfg = SimStudyConfig(
-        preset=args.preset, N=args.N, F_min=args.F_min, F_max=args.F_max,
-        replicas=args.replicas, alpha=args.alpha, window_diffusive=args.window,
-        alpha_stationary=args.alpha_stationary, window_stationary=args.window_stationary,
-        temperature=args.temperature, minibatches=args.minibatches, seed=args.seed,
-        device=args.device, quick=args.quick,
-    )  # fmt: skip
-    if args.quick:
-        for k, v in QUICK.items():
-            setattr(cfg, k, v)
-    if cfg.N < 3 or cfg.replicas < 2:
-        raise ValueError("need --N >= 3 and --replicas >= 2")
-    if cfg.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda requested but no CUDA device is available")
-    return cfg
+def _describe(s):
+    return [
+        f"psi: diffusive sim {s['sim']['psi']:.3f} vs theory {s['theory']['psi']:.3f}; "
+        f"stationary sim {s['sim']['psi_stationary']:.3f} vs {s['theory']['psi_stationary']:.3f}; "
+        f"equilibrium sim {s['equilibrium']['psi']:.3f} vs {s['theory']['psi_equilibrium']:.3f}"
+    ]
 
 
 def run(args) -> int:
-    from sgdyn.validation.io.rundir import prepare_out_dir, write_json, write_npz
-    from sgdyn.validation.studies.simulate import make_figures, report_markdown, run_study
+    from sgdyn.validation.studies.simulate import (
+        QUICK,
+        SimStudyConfig,
+        load_profiles,
+        run_simulate,
+    )
 
-    cfg = _config(args)
-    out = Path(args.out)
-    if prepare_out_dir(out, cfg.as_dict(), args.force):
-        print(f"{out} already holds this finished run (summary.json); nothing to do")
-        return 0
-    t0 = time.time()
-    summary, arrays = run_study(cfg, progress=not args.no_progress)
-    summary["wall_seconds"] = time.time() - t0
-    write_npz(out / "arrays.npz", arrays)
-    figs = make_figures(out, arrays, summary)
-    (out / "report.md").write_text(report_markdown(summary, figs))
-    write_json(out / "summary.json", summary)  # last: marks the run finished
-    s = summary
-    print(json.dumps({"sim.psi": s["sim"]["psi"], "sim.psi_stationary": s["sim"]["psi_stationary"],
-                      "theory.psi": s["theory"]["psi"],
-                      "theory.psi_stationary": s["theory"]["psi_stationary"],
-                      "equilibrium.psi": s["equilibrium"]["psi"]}, indent=1))  # fmt: skip
-    print(f"wrote {out}/summary.json, report.md, arrays.npz and {len(figs)} figures")
-    return 0
+    if isinstance(args.profiles, Path):  # the values go into the config, not the path
+        args.profiles = load_profiles(args.profiles)
+    quick = dict(QUICK)
+    if args.preset == "from-profiles":
+        # N comes from the profiles; F_min/F_max shape the paper-like preset only
+        given = getattr(args, "_given", set(vars(args)))
+        for k in ("N", "F_min", "F_max"):
+            quick.pop(k)
+            if k not in given:
+                setattr(args, k, len(args.profiles["M0"]) if k == "N" and args.profiles else None)
+                given.add(k)
+    return execute(
+        args,
+        config_cls=SimStudyConfig,
+        run=lambda cfg, out, **kw: run_simulate(cfg, out, max_memory_gb=args.max_memory, **kw),
+        quick=quick,
+        describe=_describe,
+    )

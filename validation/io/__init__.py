@@ -1,5 +1,25 @@
-"""Run directories: refusal to overwrite, atomic writes, JSON / npz helpers."""
+"""Run directories: refusal to overwrite, atomic writes, summary.json last, HTML report."""
 
-from .rundir import RunDirError, atomic_write_bytes, prepare_out_dir, write_json, write_npz
+from .html import markdown_to_html
+from .rundir import (
+    RunDir,
+    RunDirError,
+    atomic_write_bytes,
+    environment_info,
+    prepare_out_dir,
+    save_figure,
+    write_json,
+    write_npz,
+)
 
-__all__ = ["RunDirError", "atomic_write_bytes", "prepare_out_dir", "write_json", "write_npz"]
+__all__ = [
+    "RunDir",
+    "RunDirError",
+    "atomic_write_bytes",
+    "environment_info",
+    "markdown_to_html",
+    "prepare_out_dir",
+    "save_figure",
+    "write_json",
+    "write_npz",
+]

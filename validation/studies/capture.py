@@ -8,9 +8,11 @@ of a window of ``window_epochs`` epochs and fits the streaming PCA on it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -19,6 +21,7 @@ from torch import nn
 from sgdyn.kernels import StreamingPCA
 from sgdyn.theory import PhaseTransition, detect_transition
 from sgdyn.validation.data import ArrayDataset, load_dataset
+from sgdyn.validation.io.config import StudyConfig
 from sgdyn.validation.models import build_model, default_probe_param
 from sgdyn.validation.probes.recorder import TrajectoryRecorder
 from sgdyn.validation.training.loop import (
@@ -33,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class CaptureConfig:
+class CaptureConfig(StudyConfig):
     """Everything that determines a captured window (all of it goes into summary.json)."""
 
     dataset: str = "mnist5k"
@@ -50,7 +53,7 @@ class CaptureConfig:
     settle_epochs: int = 0  # extra epochs after the confirmed transition
     max_epochs: int = 200  # give up waiting for the transition after this many epochs
     probe: str | None = None  # parameter name; None = the paper's (between hidden layers)
-    device: str = "cpu"
+    device: str = "auto"  # cuda when torch sees one, else cpu (resolved on construction)
     classes: tuple[int, ...] | None = None
 
     def validate(self) -> None:
@@ -62,12 +65,47 @@ class CaptureConfig:
             raise ValueError(
                 f"max_epochs ({self.max_epochs}) must be >= min_epochs ({self.min_epochs})"
             )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"the learning rate must be positive, got --lr {self.lr}")
+        if self.batch_size < 1:
+            raise ValueError(f"the batch size must be >= 1, got --batch-size {self.batch_size}")
+        if any(h < 1 for h in self.hidden):
+            raise ValueError(f"hidden widths must be >= 1, got --hidden {self.hidden}")
 
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["hidden"] = list(self.hidden)
-        d["classes"] = None if self.classes is None else list(self.classes)
-        return d
+    def capture_key(self) -> dict:
+        """The settings that determine the captured window (what a checkpoint is keyed on)."""
+        return {k: v for k, v in self.as_dict().items() if k in CaptureConfig.field_names()}
+
+
+def data_fingerprint(data: ArrayDataset) -> str:
+    """sha256 of the samples and labels (what a checkpoint must have been trained on)."""
+    h = hashlib.sha256()
+    for t in (data.x, data.y):
+        a = t.detach().cpu().contiguous().numpy()
+        h.update(str((a.dtype, a.shape)).encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+class NotLearningError(RuntimeError):
+    """The network does not learn (loss at the class-frequency level): no SGD window to record."""
+
+
+def check_learning(losses, y: torch.Tensor, epoch: int, lr: float, where: str) -> None:
+    """Refuse a network whose full loss is no better than predicting the class frequencies
+    (dead ReLUs after a too-large step, or no learning at all): the entropy H of the labels
+    is the loss of the best constant output (ln 10 for balanced digits)."""
+    p = torch.bincount(y.long().cpu()).double()
+    p = p[p > 0] / p.sum()
+    H = float(-(p * p.log()).sum())
+    L = float(losses[-1])
+    if L > 0.95 * H:
+        raise NotLearningError(
+            f"the network is not learning: full loss {L:.4g} at epoch {epoch} ({where}) is "
+            f"within 5% of {H:.4g}, the loss of predicting the class frequencies (initial loss "
+            f"{float(losses[0]):.4g}); dead units after too large a step or no progress: "
+            f"change --lr (now {lr:g}) or train longer (--max-epochs)"
+        )
 
 
 @dataclass
@@ -85,6 +123,7 @@ class CaptureResult:
     window_reason: str
     steps_per_epoch: int
     timings: dict = field(default_factory=dict)
+    data_fingerprint: str = ""
 
 
 def _progress(total, desc, enabled):
@@ -147,6 +186,7 @@ def capture_window(
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
     if bar is not None:
         bar.close()
+    check_learning(losses, data.y, epoch, cfg.lr, "start of the window")
     t_pre = time.perf_counter()
     window_start = epoch + 1
     log.info("window starts at epoch %d: %s", window_start, reason)
@@ -169,6 +209,7 @@ def capture_window(
             bar.update(1)
     if bar is not None:
         bar.close()
+    check_learning(losses, data.y, epoch, cfg.lr, "end of the window")
     t_rec = time.perf_counter()
     pca = rec.pca()
     t_pca = time.perf_counter()
@@ -186,6 +227,7 @@ def capture_window(
         window_start_epoch=window_start,
         window_reason=reason,
         steps_per_epoch=steps_per_epoch,
+        data_fingerprint=data_fingerprint(data),
         timings={
             "train_to_window_s": t_pre - t_start,
             "window_s": t_rec - t_pre,

@@ -3,20 +3,24 @@
 For every (B, alpha) cell: train, capture a window in the exploration phase, measure the
 flatness F_i of the first PCA directions (e-width and quadratic fit) around the window's last
 snapshot and fit sigma_i^2 ~ F_i^-psi over the diffusive modes i >= 2 (Eq 8). ``run_grid``
-runs the cells (in separate processes with ``jobs > 1``) and writes summary.json, arrays.npz,
-fig2d_grid.png and report.md.
+runs the cells (in separate processes with ``jobs > 1``) into a run directory: summary.json,
+arrays.npz, fig2d_grid.png, report.md and report.html.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sgdyn.validation.io.rundir import atomic_write_bytes, prepare_out_dir, write_json, write_npz
+from sgdyn.validation.io.config import StudyConfig
+from sgdyn.validation.io.rundir import RunDir, write_npz
 from sgdyn.validation.sweeps import Cell, run_cells
 from sgdyn.validation.sweeps.runner import cell_dir
+
+NAME = "flatness-grid"
 
 
 def run_cell(job: dict, cell_dir: Path | None = None) -> dict:
@@ -55,13 +59,11 @@ def run_cell(job: dict, cell_dir: Path | None = None) -> dict:
     }
 
 
-def plot_grid(out: Path, results: list[dict]) -> None:
-    import matplotlib
+def plot_grid(rd, results: list[dict]) -> str:
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
     for r in results:
         F, v = r["F"][1:], r["variance"][1:]
         s = r["summary"]
@@ -74,86 +76,112 @@ def plot_grid(out: Path, results: list[dict]) -> None:
         )
     ax.set(xlabel="flatness F_i", ylabel="variance sigma_i^2", title="Fig 2D: i >= 2")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "fig2d_grid.png", dpi=110)
-    plt.close(fig)
+    return rd.save_figure(fig, "fig2d_grid.png")
 
 
-def grid_jobs(
-    *,
-    dataset: str,
-    data_root,
-    model: str,
-    batch_sizes,
-    lrs,
-    seed: int,
-    window_epochs: int,
-    window_start,
-    max_epochs: int,
-    n_modes: int,
-    tol: float,
-    threads: int,
-    device: str = "cpu",
-) -> list[dict]:
+@dataclass
+class GridConfig(StudyConfig):
+    """Settings of a (B, alpha) grid; every cell trains with the same data, model and seed."""
+
+    dataset: str = "mnist5k"
+    data_root: str | None = None
+    model: str = "mlp"
+    batch_sizes: tuple[int, ...] = (25, 50, 100)
+    lrs: tuple[float, ...] = (0.05, 0.1)
+    seed: int = 0
+    window_epochs: int = 10
+    window_start: int | None = None
+    max_epochs: int = 200
+    landscape_modes: int = 100
+    tol: float = 1e-3
+    device: str = "auto"
+    quick: bool = False
+
+    def validate(self) -> None:
+        grid_jobs(self, threads=1)
+
+
+# --quick: digits, B in {50, 100}, alpha = 0.1, window after epoch 4, 2 epochs, 12 modes
+QUICK = dict(dataset="digits", batch_sizes=(50, 100), lrs=(0.1,), window_epochs=2,
+             window_start=4, max_epochs=5, landscape_modes=12)  # fmt: skip
+
+
+def grid_jobs(cfg: GridConfig, threads: int = 1) -> list[dict]:
     """One job (a plain dict, picklable for worker processes) per (B, alpha) cell."""
-    if not batch_sizes or not lrs:
+    if not cfg.batch_sizes or not cfg.lrs:
         raise ValueError("give at least one batch size and one learning rate")
-    if any(b < 1 or b != int(b) for b in batch_sizes):
-        raise ValueError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
-    if any(not a > 0 for a in lrs):
-        raise ValueError(f"learning rates must be positive, got {list(lrs)}")
-    if threads < 1:
-        raise ValueError("--threads must be >= 1")
-    if n_modes < 4:
-        raise ValueError("--n-modes must be >= 4 (psi needs >= 3 diffusive modes)")
-    return [
+    if any(b < 1 or b != int(b) for b in cfg.batch_sizes):
+        raise ValueError(f"batch sizes must be positive integers, got {list(cfg.batch_sizes)}")
+    if any(not a > 0 for a in cfg.lrs):
+        raise ValueError(f"learning rates must be positive, got {list(cfg.lrs)}")
+    if threads < 0:
+        raise ValueError("--threads must be >= 0")
+    if cfg.landscape_modes < 4:
+        raise ValueError("--landscape-modes must be >= 4 (psi needs >= 3 diffusive modes)")
+    jobs = [
         {
             "capture": {
-                "dataset": dataset,
-                "data_root": data_root,
-                "model": model,
+                "dataset": cfg.dataset,
+                "data_root": cfg.data_root,
+                "model": cfg.model,
                 "lr": float(a),
                 "batch_size": int(b),
-                "seed": seed,
-                "window_epochs": window_epochs,
-                "window_start": window_start,
-                "max_epochs": max(max_epochs, 5),
-                "min_epochs": min(5, max_epochs),
-                "device": device,
+                "seed": cfg.seed,
+                "window_epochs": cfg.window_epochs,
+                "window_start": cfg.window_start,
+                "max_epochs": max(cfg.max_epochs, 5),
+                "min_epochs": min(5, cfg.max_epochs),
+                "device": cfg.device,
             },
-            "n_modes": n_modes,
-            "tol": tol,
+            "n_modes": cfg.landscape_modes,
+            "tol": cfg.tol,
             "threads": threads,
         }
-        for b in batch_sizes
-        for a in lrs
+        for b in cfg.batch_sizes
+        for a in cfg.lrs
     ]
+    from sgdyn.validation.studies.capture import CaptureConfig
+
+    for j in jobs:
+        CaptureConfig(**j["capture"]).validate()
+    return jobs
 
 
 def run_grid(
-    jobs: list[dict],
-    out: Path,
-    meta: dict,
-    n_workers: int = 1,
+    cfg: GridConfig,
+    out,
+    *,
     force: bool = False,
+    progress: bool = False,
+    jobs: int = 1,
+    threads: int = 1,
     engine: str = "local",
-) -> tuple[dict | None, list[str]]:
-    """Run every cell (``n_workers`` processes), write the grid's files into ``out``; return
-    the summary and the report's table lines (``(None, [])`` when ``out`` already holds this
-    finished grid)."""
-    if n_workers < 1:
+    **engine_options,
+) -> dict:
+    """Run every cell through the sweep runner (``engine``, ``jobs`` processes, ``threads``
+    torch threads each) into the run directory ``out``; return the summary (the finished one
+    if ``out`` already holds it). Finished cells (``out/cells/<key>``) are not rerun."""
+    if jobs < 1:
         raise ValueError("--jobs must be >= 1")
-    out = Path(out)
-    config = {**meta, "cells": jobs}
-    if prepare_out_dir(out, config, force):
-        return None, []
+    cells = grid_jobs(cfg, threads)
+    rd = RunDir(out, cfg.as_dict(), command=NAME, force=force)
+    if rd.start():
+        return rd.summary()
     t0 = time.perf_counter()
-    cells = [
-        Cell(f"B{j['capture']['batch_size']}_lr{j['capture']['lr']:g}", j, {"cpu": j["threads"]})
-        for j in jobs
+    cell_list = [
+        Cell(f"B{j['capture']['batch_size']}_lr{j['capture']['lr']:g}", j, {"cpu": max(1, threads)})
+        for j in cells
     ]
     done = run_cells(
-        run_cell, cells, out, engine=engine, jobs=n_workers, threads=jobs[0]["threads"], force=force
+        run_cell,
+        cell_list,
+        rd.path,
+        engine=engine,
+        jobs=jobs,
+        threads=max(1, threads),
+        force=force,
+        progress=progress,
+        **engine_options,
     )
     failed = [r for r in done if r.status == "failed"]
     if failed:
@@ -164,16 +192,15 @@ def run_grid(
         )
     results = []
     for r in done:
-        with np.load(cell_dir(out, r.key) / "arrays.npz") as z:
+        with np.load(cell_dir(Path(out), r.key) / "arrays.npz") as z:
             results.append({**r.result, **{k: z[k] for k in z.files}})
     wall = time.perf_counter() - t0
-    plot_grid(out, results)
+    fig = plot_grid(rd, results)
     arrays = {}
     for r in results:
         tag = f"B{r['batch_size']}_lr{r['lr']:g}"
         for k in ("F", "F_quadratic", "variance"):
             arrays[f"{k}_{tag}"] = np.asarray(r[k])
-    write_npz(out / "arrays.npz", arrays)
     rows = []
     for r in results:
         s = r["summary"]
@@ -194,20 +221,13 @@ def run_grid(
                 "time_landscape_s": r["time_landscape_s"],
             }
         )
-    summary = {
-        **meta,
-        "config": config,
-        "jobs": n_workers,
-        "wall_s": wall,
-        "runs": rows,
-        "paper_psi": 4.0,
-    }
-    n_modes = jobs[0]["n_modes"]
+    summary = {"jobs": jobs, "wall_s": wall, "runs": rows, "paper_psi": 4.0}
     lines = [
         "# Variance-flatness exponent over (B, alpha) (Fig 2D, Eq 8)",
         "",
-        f"dataset {meta['dataset']}, model {meta['model']}, seed {meta['seed']}; modes i >= 2 "
-        f"of the first {n_modes}; w0 = last snapshot of each window. Paper: psi ~ 4.",
+        f"dataset {cfg.dataset}, model {cfg.model}, seed {cfg.seed}; modes i >= 2 "
+        f"of the first {cfg.landscape_modes}; w0 = last snapshot of each window. "
+        "Paper: psi ~ 4.",
         "",
         "| B | alpha | psi (e-width) | psi (quadratic F) | F_q/F_e median | L0 | time (s) |",
         "|---|---|---|---|---|---|---|",
@@ -219,12 +239,9 @@ def run_grid(
             f"{r['agreement']['median_ratio_quadratic_over_ewidth']:.3f} | {r['L0']:.3g} | "
             f"{r['time_capture_s'] + r['time_landscape_s']:.1f} |"
         )
-    lines += [
-        "",
-        f"Wall time {wall:.1f} s with {n_workers} process(es).",
-        "",
-        "![](fig2d_grid.png)",
-    ]
-    atomic_write_bytes(out / "report.md", ("\n".join(lines) + "\n").encode())
-    write_json(out / "summary.json", summary)  # last: marks the grid finished
-    return summary, lines[4:-2]
+    lines += ["", f"Wall time {wall:.1f} s with {jobs} process(es).", "", f"![]({fig})"]
+    summary["environment"] = {"device": cfg.device, "jobs": jobs, "threads_per_job": threads}
+    return rd.finish(
+        summary, arrays=arrays, report="\n".join(lines) + "\n",
+        title="sgdyn flatness-grid: psi over (B, alpha)",
+    )  # fmt: skip

@@ -79,7 +79,7 @@ def train_epoch(
     """One epoch of minibatch SGD (batches without replacement, the last partial one dropped).
 
     Returns the per-step minibatch losses as a device tensor (no host sync per step).
-    ``loss_fn(logits, y)`` defaults to cross-entropy; LDC/EWC pass a penalised loss.
+    ``loss_fn(logits, y)`` defaults to cross-entropy; pass any other loss (e.g. with a penalty).
     """
     model.train()
     n = x.shape[0]

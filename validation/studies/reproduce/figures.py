@@ -1,27 +1,29 @@
-"""Figures (matplotlib, Agg backend): Fig 1 A-D and Fig S1."""
+"""Figures: Fig 1 A-D and Fig S1 (``matplotlib.figure.Figure``: no pyplot, no global backend;
+written atomically into the run directory)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from sgdyn.validation.io.rundir import save_figure
+
+
+def _subplots(figsize):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def _save(fig, path: Path) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path).name
+    return save_figure(fig, Path(path))
 
 
 def fig1a_spectrum(path, variances, gamma, intercept, rank_range) -> str:
     v = np.asarray(variances)
     i = np.arange(1, v.size + 1)
-    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    fig, ax = _subplots(figsize=(4.2, 3.4))
     ax.loglog(i, v, ".", ms=3, label=r"$\sigma_i^2$")
     lo, hi = rank_range
     hi = min(hi, v.size)
@@ -43,7 +45,7 @@ def fig1a_spectrum(path, variances, gamma, intercept, rank_range) -> str:
 def fig1b_cumulative(path, cumulative, n90) -> str:
     c = np.asarray(cumulative)
     n = np.arange(2, c.size + 2)
-    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    fig, ax = _subplots(figsize=(4.2, 3.4))
     ax.semilogx(n, c, "-")
     ax.axhline(0.9, color="gray", ls=":")
     ax.axvline(n90, color="r", ls="--", label=f"90% at n={n90}")
@@ -56,7 +58,7 @@ def fig1b_cumulative(path, cumulative, n90) -> str:
 
 def fig_trajectory(path, theta_a, theta_b, label_a, label_b, title, steps_per_epoch) -> str:
     t = np.arange(len(theta_a)) / steps_per_epoch
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    fig, ax = _subplots(figsize=(4.2, 3.6))
     sc = ax.scatter(theta_a, theta_b, c=t, s=2, cmap="viridis")
     fig.colorbar(sc, ax=ax, label="epoch in window")
     ax.set_xlabel(label_a)
@@ -67,7 +69,7 @@ def fig_trajectory(path, theta_a, theta_b, label_a, label_b, title, steps_per_ep
 
 def figs1_phases(path, loss_curve, transition_epoch, region, window) -> str:
     L = np.asarray(loss_curve)
-    fig, ax = plt.subplots(figsize=(5.0, 3.4))
+    fig, ax = _subplots(figsize=(5.0, 3.4))
     ax.semilogy(np.arange(L.size), L, "k.-", ms=3)
     if region is not None:
         ax.axvspan(region[0], region[1], color="orange", alpha=0.3, label="transition")

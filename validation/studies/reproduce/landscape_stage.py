@@ -102,6 +102,8 @@ def analyse_flatness(
         "w0": "last snapshot of the window (the model at the window's end)",
         "L0": L0,
         "n_modes": int(P.shape[0]),
+        "first_fitted_mode": int(first_diffusive),
+        "n_fit_modes": int(fit.n_points),
         "psi": fit.psi,
         "psi_err": fit.psi_err,
         "psi_err_boot": fit.psi_err_boot,
@@ -144,17 +146,17 @@ def analyse_flatness(
 
 
 def _plots(out_dir: Path, arrays: dict, summ: dict, pc1, eq_arr, eq_summ) -> list:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
+
+    from sgdyn.validation.io.rundir import save_figure
 
     figs = []
     modes = arrays["flat_modes"]
     amps, prof = arrays["profile_amplitudes"], arrays["profile_losses"]
     show = [i for i in (10, 20, 50, 100) if i <= len(modes)] or list(modes[1:5])
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots(1, 2)
     L0 = summ["L0"]
     for i in show:
         k = i - 1
@@ -168,9 +170,7 @@ def _plots(out_dir: Path, arrays: dict, summ: dict, pc1, eq_arr, eq_summ) -> lis
     ax[0].set(xlabel="dtheta", ylabel="L_i", title="(A) loss profiles")
     ax[1].set(xlabel="dtheta", ylabel="ln L_i", title="(B) ln L_i and Eq 7 fits (red)")
     ax[0].legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "fig2ab_profiles.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "fig2ab_profiles.png")
     figs.append(
         (
             "fig2ab_profiles.png",
@@ -179,7 +179,8 @@ def _plots(out_dir: Path, arrays: dict, summ: dict, pc1, eq_arr, eq_summ) -> lis
         )
     )
 
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots(1, 2)
     ax[0].plot(modes, arrays["flat_F_ewidth"], "o", ms=3, label="e-width")
     ax[0].plot(modes, arrays["flat_F_quadratic"], "x", ms=3, label="quadratic fit (Eq 7)")
     ax[0].set(xscale="log", yscale="log", xlabel="PCA rank i", ylabel="F_i", title="(C) flatness")
@@ -194,9 +195,7 @@ def _plots(out_dir: Path, arrays: dict, summ: dict, pc1, eq_arr, eq_summ) -> lis
     ax[1].set(xlabel="F_i", ylabel="sigma_i^2", title="(D) variance vs flatness (i>=2)")
     ax[1].xaxis.set_minor_formatter(NullFormatter())
     ax[1].legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "fig2cd_flatness.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / "fig2cd_flatness.png")
     figs.append(
         (
             "fig2cd_flatness.png",
@@ -206,7 +205,8 @@ def _plots(out_dir: Path, arrays: dict, summ: dict, pc1, eq_arr, eq_summ) -> lis
     )
 
     if pc1 is not None:
-        fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+        fig = Figure(figsize=(10, 4))
+        ax = fig.subplots(1, 2)
         for c, row in zip(pc1.class_labels, pc1.class_margins, strict=True):
             ax[0].plot(pc1.thetas, row, label=str(c))
         ax[0].set(
@@ -231,9 +231,7 @@ def _plots(out_dir: Path, arrays: dict, summ: dict, pc1, eq_arr, eq_summ) -> lis
             xlabel="theta_i", ylabel="ln L_i", title="(S2B) ln L_i: finite slope only for i=1"
         )
         ax[1].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out_dir / "figS2_pc1.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, out_dir / "figS2_pc1.png")
         figs.append(
             (
                 "figS2_pc1.png",
@@ -243,7 +241,8 @@ def _plots(out_dir: Path, arrays: dict, summ: dict, pc1, eq_arr, eq_summ) -> lis
         )
 
     if eq_arr is not None:
-        fig, ax = plt.subplots(figsize=(5.5, 4))
+        fig = Figure(figsize=(5.5, 4))
+        ax = fig.subplots()
         ax.loglog(F[d], v[d], "o", ms=3, label=f"SGD psi={summ['psi']:.2f}")
         Fe, ve = eq_arr["flat_F_ewidth"], eq_arr["flat_variance"]
         de = eq_arr["flat_modes"] >= 2
@@ -251,9 +250,7 @@ def _plots(out_dir: Path, arrays: dict, summ: dict, pc1, eq_arr, eq_summ) -> lis
         ax.set(xlabel="F_i", ylabel="sigma_i^2", title="SGD vs equilibrium (Eq 16)")
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out_dir / "fig_equilibrium_contrast.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, out_dir / "fig_equilibrium_contrast.png")
         figs.append(
             (
                 "fig_equilibrium_contrast.png",
@@ -283,7 +280,7 @@ def equilibrium_contrast(land, w0, comps, summ, cfg, quick: bool) -> tuple[dict,
     k = 8 * L0 / F**2
     lr = 0.3 / k.max()
     tau = 1 / (lr * k.min())
-    cap_steps = 600 if quick else int(getattr(cfg, "langevin_steps", 6000))
+    cap_steps = int(getattr(cfg, "langevin_steps", 600 if quick else 6000))
     n_steps = int(min(cap_steps, max(200, 10 * tau)))
     try:
         cap = langevin_capture(
@@ -425,7 +422,7 @@ def run_landscape_stage(ctx) -> StageResult:
     traj = ctx.trajectory
     w0 = traj[-1].to(land.device, land.dtype)
     comps = ctx.pca.components_
-    n_modes = min(30 if quick else int(getattr(cfg, "landscape_modes", 200)), comps.shape[0])
+    n_modes = min(int(getattr(cfg, "landscape_modes", 30 if quick else 200)), comps.shape[0])
     log.info("landscape: flatness along %d PCA directions (evaluator: %s)", n_modes, land.mode)
     summ, arrays = analyse_flatness(land, w0, comps[:n_modes], ctx.pca.explained_variance_)
 

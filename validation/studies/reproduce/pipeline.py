@@ -8,10 +8,8 @@ landscape stage (Fig 2, S2, Eq 16) when available. Files: ``summary.json``, ``ar
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import io
 import logging
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sgdyn import __version__
 from sgdyn.kernels import StreamingPCA
 from sgdyn.theory import (
     cumulative_variance_excl_pc1,
@@ -29,13 +26,19 @@ from sgdyn.theory import (
     spectrum_summary,
 )
 from sgdyn.validation.data import load_dataset
-from sgdyn.validation.io.rundir import atomic_write_bytes, prepare_out_dir, write_json, write_npz
+from sgdyn.validation.io.rundir import RunDir, environment_info
 from sgdyn.validation.models import build_model
-from sgdyn.validation.studies.capture import CaptureConfig, CaptureResult, capture_window
+from sgdyn.validation.studies.capture import (
+    CaptureConfig,
+    CaptureResult,
+    capture_window,
+    data_fingerprint,
+)
+from sgdyn.validation.training.loop import OptimConfig
 
 from . import figures as plots
 from .null_models import null_models
-from .report import write_report
+from .report import report_markdown
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,22 @@ PAPER = {
     "window_epochs": "10",
     "psi": "~4",
 }
+
+
+QUICK = dict(
+    dataset="digits",
+    window_epochs=4,
+    max_epochs=40,
+    min_epochs=5,
+    rank_range=(5, 60),
+    n_theta_saved=55,
+    landscape_modes=30,
+    langevin_steps=600,
+    quick=True,
+)  # a reduced protocol on scikit-learn's 8x8 digits for tests and CI (seconds)
+
+CHECKPOINT = "capture.pt"
+CHECKPOINT_FORMAT = 2
 
 
 @dataclass
@@ -59,54 +78,66 @@ class ReproduceConfig(CaptureConfig):
 
     @classmethod
     def quick_defaults(cls, **overrides) -> ReproduceConfig:
-        """A reduced protocol on scikit-learn's 8x8 digits for tests and CI (seconds)."""
-        base = dict(
-            dataset="digits",
-            window_epochs=4,
-            max_epochs=40,
-            min_epochs=5,
-            rank_range=(5, 60),
-            n_theta_saved=55,
-            quick=True,
-        )
-        base.update(overrides)
-        return cls(**base)
+        """:data:`QUICK` with ``overrides`` (options given explicitly win)."""
+        return cls(**{**QUICK, **overrides})
 
-    def as_dict(self) -> dict:
-        d = super().as_dict()
-        d["rank_range"] = list(self.rank_range)
-        return d
+    def validate(self) -> None:
+        super().validate()
+        lo, hi = self.rank_range
+        if not 1 <= lo < hi:
+            raise ValueError(f"--rank-range needs 1 <= LO < HI, got {lo},{hi}")
+        if self.landscape_modes < 4:
+            raise ValueError("--landscape-modes must be >= 4 (psi needs >= 3 diffusive modes)")
+        if self.langevin_steps < 1 or self.n_theta_saved < 2:
+            raise ValueError("--langevin-steps must be >= 1 and n_theta_saved >= 2")
 
 
-def _capture_state(res: CaptureResult) -> dict:
+def _capture_state(res: CaptureResult, cfg: ReproduceConfig) -> dict:
+    """The checkpoint: plain types and tensors only (loadable with ``weights_only=True``)."""
     return {
-        "config": res.config.as_dict(),
+        "format": CHECKPOINT_FORMAT,
+        "capture_config": cfg.capture_key(),
+        "data_fingerprint": res.data_fingerprint,
         "model": res.model.state_dict(),
         "trajectory": res.trajectory.cpu(),
-        "loss_curve": res.loss_curve,
-        "step_losses": res.step_losses,
-        "window_start_epoch": res.window_start_epoch,
-        "window_reason": res.window_reason,
-        "steps_per_epoch": res.steps_per_epoch,
-        "probe": res.probe,
-        "timings": res.timings,
+        "loss_curve": torch.as_tensor(np.asarray(res.loss_curve, dtype=np.float64)),
+        "step_losses": torch.as_tensor(np.asarray(res.step_losses)),
+        "window_start_epoch": int(res.window_start_epoch),
+        "window_reason": str(res.window_reason),
+        "steps_per_epoch": int(res.steps_per_epoch),
+        "probe": str(res.probe),
+        "timings": {k: float(v) for k, v in res.timings.items()},
     }
 
 
-def _load_capture(path: Path, cfg: ReproduceConfig) -> CaptureResult | None:
+def _load_capture(path: Path, cfg: ReproduceConfig, data) -> CaptureResult | None:
+    """The checkpointed capture if it was made with these capture settings on this data.
+
+    Loaded with ``weights_only=True`` (a run folder from someone else cannot run code); the
+    settings are compared before anything else, then the data fingerprint."""
     if not path.exists():
         return None
     try:
-        st = torch.load(path, map_location=cfg.device, weights_only=False)
-    except Exception as e:  # a corrupt checkpoint is recomputed, not fatal
-        log.warning("ignoring unreadable checkpoint %s (%s); recapturing", path, e)
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unreadable or not a plain checkpoint: recomputed, never executed
+        log.warning("ignoring %s (%s); recapturing", path, str(e).split("\n")[0][:200])
         return None
-    if st.get("config") != cfg.as_dict():
+    if not isinstance(st, dict) or st.get("format") != CHECKPOINT_FORMAT:
+        log.warning(
+            "ignoring %s (not an sgdyn %d checkpoint); recapturing", path, CHECKPOINT_FORMAT
+        )
         return None
-    data = load_dataset(cfg.dataset, cfg.data_root, classes=cfg.classes).to(cfg.device)
+    if st.get("capture_config") != cfg.capture_key():
+        log.info("%s holds another capture's settings; recapturing", path)
+        return None
+    fp = data_fingerprint(data)
+    if st.get("data_fingerprint") != fp:
+        log.warning("the data changed since %s was written (fingerprint); recapturing", path)
+        return None
     model = build_model(cfg.model, data.n_features, cfg.hidden).to(cfg.device)
     model.load_state_dict(st["model"])
     traj = st["trajectory"].to(cfg.device)
+    loss_curve = st["loss_curve"].numpy()
     log.info("resuming from %s (training skipped)", path)
     return CaptureResult(
         config=cfg,
@@ -115,13 +146,14 @@ def _load_capture(path: Path, cfg: ReproduceConfig) -> CaptureResult | None:
         probe=st["probe"],
         trajectory=traj,
         pca=StreamingPCA().fit(traj),
-        loss_curve=np.asarray(st["loss_curve"]),
-        step_losses=np.asarray(st["step_losses"]),
-        phases=detect_transition(st["loss_curve"]),
+        loss_curve=loss_curve,
+        step_losses=st["step_losses"].numpy(),
+        phases=detect_transition(loss_curve),
         window_start_epoch=st["window_start_epoch"],
         window_reason=st["window_reason"],
         steps_per_epoch=st["steps_per_epoch"],
         timings=dict(st["timings"], resumed=True),
+        data_fingerprint=fp,
     )
 
 
@@ -299,24 +331,38 @@ def make_figures(out: Path, summary: dict, arrays: dict, res: CaptureResult, cfg
 
 
 def run_reproduce(
-    cfg: ReproduceConfig, out: Path, *, force: bool = False, progress: bool = True
+    cfg: ReproduceConfig, out: Path, *, force: bool = False, progress: bool = False
 ) -> dict:
-    """Run the whole protocol into ``out`` and return the summary dict."""
-    out = Path(out)
-    cfg_dict = cfg.as_dict()
-    if prepare_out_dir(out, cfg_dict, force):
-        log.info("%s already holds this finished run; nothing to do (use --force to redo)", out)
-        return json.loads((out / "summary.json").read_text())
-    t0 = time.perf_counter()
-    ckpt = out / "capture.pt"
-    res = None if force else _load_capture(ckpt, cfg)
-    if res is None:
-        res = capture_window(cfg, progress=progress)
-        import io
+    """Run the whole protocol into the run directory ``out`` and return the summary.
 
+    Options and data are checked before the folder is touched. ``capture.pt`` (keyed on the
+    capture settings and a fingerprint of the data) lets a rerun skip training, also under
+    ``force`` and when only analysis options (rank range, landscape modes, ...) changed."""
+    cfg.validate()
+    rd = RunDir(out, cfg.as_dict(), command="reproduce", force=force, keep=(CHECKPOINT,))
+    if rd.check() == "done":  # reads only; a different finished run is refused here
+        log.info("%s already holds this finished run; nothing to do (use --force to redo)", out)
+        return rd.summary()
+    data = load_dataset(cfg.dataset, cfg.data_root, classes=cfg.classes)
+    OptimConfig(cfg.optimizer, cfg.lr, cfg.batch_size).validate(len(data))
+    if cfg.probe is not None:
+        names = [
+            n for n, _ in build_model(cfg.model, data.n_features, cfg.hidden).named_parameters()
+        ]
+        if cfg.probe not in names:
+            raise ValueError(f"--probe {cfg.probe}: the model has no parameter of that name; "
+                             f"choose one of {names}")  # fmt: skip
+    data = data.to(cfg.device)
+    rd.start()
+    out = rd.path
+    t0 = time.perf_counter()
+    ckpt = out / CHECKPOINT
+    res = _load_capture(ckpt, cfg, data)
+    if res is None:
+        res = capture_window(cfg, progress=progress, data=data)
         buf = io.BytesIO()
-        torch.save(_capture_state(res), buf)
-        atomic_write_bytes(ckpt, buf.getvalue())
+        torch.save(_capture_state(res, cfg), buf)
+        rd.write_bytes(CHECKPOINT, buf.getvalue())
     summary, arrays = analyse_capture(res, cfg)
     figures = make_figures(out, summary, arrays, res, cfg)
     summary.pop("_fit_intercept")
@@ -328,21 +374,22 @@ def run_reproduce(
             arrays.update(stage.arrays)
             figures.extend(stage.figures)
             sections.append(stage.markdown)
-    summary["config"] = cfg_dict
-    summary["data"] = {"name": res.data.name, "source": res.data.source, "n_samples": len(res.data)}
-    summary["timings"] = dict(res.timings, total_s=time.perf_counter() - t0)
-    summary["environment"] = {
-        "sgdyn": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "device": str(cfg.device),
+    summary["config"] = cfg.as_dict()
+    summary["data"] = {
+        "name": res.data.name,
+        "source": res.data.source,
+        "n_samples": len(res.data),
+        "fingerprint_sha256": res.data_fingerprint,
     }
+    summary["timings"] = dict(res.timings, total_s=time.perf_counter() - t0)
+    summary["environment"] = environment_info(device=str(cfg.device))
     summary["paper"] = PAPER
-    write_npz(out / "arrays.npz", arrays)
-    write_report(out / "report.md", summary, figures, sections)
-    write_json(out / "summary.json", summary)  # written last: its presence marks a finished run
-    return summary
+    return rd.finish(
+        summary,
+        arrays=arrays,
+        report=report_markdown(summary, figures, sections),
+        title="sgdyn reproduce: SGD trajectory PCA and landscape (Feng & Tu)",
+    )
 
 
 def _landscape_stage(res: CaptureResult, cfg: ReproduceConfig, out: Path):
@@ -375,17 +422,3 @@ class ReproduceContext:
     out_dir: Path
     device: torch.device
     steps_per_epoch: int
-
-
-def config_from_args(args) -> ReproduceConfig:
-    fields = {f.name for f in dataclasses.fields(ReproduceConfig)}
-    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    if "hidden" in given:
-        given["hidden"] = tuple(given["hidden"])
-    if "rank_range" in given:
-        given["rank_range"] = tuple(given["rank_range"])
-    if "classes" in given:
-        given["classes"] = tuple(given["classes"])
-    if getattr(args, "quick", False):
-        return ReproduceConfig.quick_defaults(**given)
-    return ReproduceConfig(**given)

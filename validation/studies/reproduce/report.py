@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from sgdyn.validation.io.rundir import atomic_write_bytes
-
 from .null_models import null_table_markdown
 
 
@@ -17,7 +13,8 @@ def _fmt(x, nd=3):
     return str(x)
 
 
-def write_report(path: Path, summary: dict, figures: list, sections: list[str]) -> None:
+def report_markdown(summary: dict, figures: list, sections: list[str]) -> str:
+    """The report's markdown (the run directory also renders it to report.html)."""
     cfg = summary.get("config", {})
     p = summary["pca"]
     ph = summary["phases"]
@@ -79,4 +76,4 @@ def write_report(path: Path, summary: dict, figures: list, sections: list[str]) 
         f"Environment: {summary.get('environment')}.",
         "",
     ]
-    atomic_write_bytes(Path(path), "\n".join(lines).encode())
+    return "\n".join(lines)
