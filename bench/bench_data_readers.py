@@ -98,6 +98,36 @@ def bench_cifar(root: Path, n_per_class: int, repeat: int) -> None:
         )
 
 
+# -- pytest-benchmark entry points (MNIST idx, both readers; skipped without the data) --------
+_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+_RAW = _ROOT / "MNIST" / "raw"
+
+
+def _mnist_files():
+    import pytest
+
+    img, lbl = _RAW / "train-images-idx3-ubyte", _RAW / "train-labels-idx1-ubyte"
+    if not (img.exists() and lbl.exists()):
+        pytest.skip(f"MNIST idx files not found under {_RAW}")
+    return img, lbl
+
+
+def test_bench_mnist_idx_own(benchmark):
+    from sgdyn.validation.data.datasets import _read_idx
+
+    img, lbl = _mnist_files()
+    x, y = benchmark(lambda: (_read_idx(img, 3), _read_idx(lbl, 1)))
+    assert x.shape == (60000, 28, 28) and y.shape == (60000,)
+
+
+def test_bench_mnist_idx_torchvision(benchmark):
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    img, lbl = _mnist_files()
+    x, y = benchmark(lambda: (read_image_file(str(img)), read_label_file(str(lbl))))
+    assert tuple(x.shape) == (60000, 28, 28) and tuple(y.shape) == (60000,)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", type=Path, default=Path("../shared/data"))

@@ -79,12 +79,12 @@ def test_stationary_and_equilibrium_checks_use_exact_finite_windows(summary, run
     F = arr["F_eq10"][1:]
     # the reported predictions are computed, not literals
     assert t["psi_equilibrium"] == pytest.approx(
-        mlf.predicted_psi(arr["pred_equilibrium"][1:], F)[0], rel=1e-12
+        mlf.predicted_psi(arr["pred_equilibrium"][1:], F).psi, rel=1e-12
     )
     assert t["psi_equilibrium"] != -2.0
     assert t["psi_equilibrium_limit"] == pytest.approx(-2.0, abs=0.05)  # Eq 16
     assert t["psi_stationary"] == pytest.approx(
-        mlf.predicted_psi(arr["pred_stationary"][1:], F)[0], rel=1e-12
+        mlf.predicted_psi(arr["pred_stationary"][1:], F).psi, rel=1e-12
     )
     # the finite window differs from the T >> tau limit by more than the sampling error
     assert not np.allclose(arr["pred_stationary"], arr["limit_stationary"], rtol=0.03)
