@@ -75,7 +75,8 @@ def philox_randn_torch(keys: torch.Tensor, offsets: torch.Tensor) -> torch.Tenso
 
 
 def mlf_dense_twin(keys, M0, sigma_M, s) -> torch.Tensor:
-    """The matrices M^mu (R, N, N) that the Triton kernel generates for ``keys`` (float32)."""
+    """The matrices M^mu (R, N, N) that the Triton kernel generates for ``keys``, in M0's
+    dtype (float32 Philox normals, products in float32 or float64 as the kernel does)."""
     N = M0.shape[0]
     if N > MAX_TWIN_N:
         raise ValueError(
@@ -85,21 +86,19 @@ def mlf_dense_twin(keys, M0, sigma_M, s) -> torch.Tensor:
     dev = M0.device
     i = torch.arange(N, device=dev, dtype=torch.int64)
     off = torch.minimum(i[:, None], i[None, :]) * N + torch.maximum(i[:, None], i[None, :])
-    Z = philox_randn_torch(keys.to(dev), off)
-    s = s.float()
+    dt = M0.dtype if M0.dtype in (torch.float32, torch.float64) else torch.float32
+    Z = philox_randn_torch(keys.to(dev), off).to(dt)
+    s = s.to(dt)
     M = Z * (s[:, None] * s[None, :])
-    diag = M0.float() + sigma_M.float() * torch.diagonal(Z, dim1=1, dim2=2)
+    diag = M0.to(dt) + sigma_M.to(dt) * torch.diagonal(Z, dim1=1, dim2=2)
     eye = torch.eye(N, dtype=torch.bool, device=dev)
     return torch.where(eye, torch.diag_embed(diag), M)
 
 
 def mlf_matvec2_twin(keys, x, y, M0, sigma_M, s):
     """Dense twin of the Triton kernel: (M^mu_r x_r, M^mu_r y_r)."""
-    M = mlf_dense_twin(keys, M0, sigma_M, s)
-    return (
-        torch.einsum("rij,rj->ri", M, x.float()),
-        torch.einsum("rij,rj->ri", M, y.float()),
-    )
+    M = mlf_dense_twin(keys, M0.to(x.dtype), sigma_M, s)
+    return torch.einsum("rij,rj->ri", M, x), torch.einsum("rij,rj->ri", M, y)
 
 
 def _blocked_apply(Zfn, X, M0, sigma_M, s, block):
@@ -151,15 +150,23 @@ def mlf_matvec2_blocked(keys, x, y, M0, sigma_M, s, *, fresh_generator=None, blo
 
 
 def mlf_matvec2(keys, x, y, M0, sigma_M, s, *, impl: str = "auto", fresh_generator=None):
-    """(M^mu_r x_r, M^mu_r y_r) for all replicas; ``impl`` in auto|triton|twin|blocked."""
+    """(M^mu_r x_r, M^mu_r y_r) for all replicas; ``impl`` in auto|triton|twin|blocked.
+
+    The state's dtype (float32 or float64, the same for x and y) is the precision of the
+    step: results come back in it, and the O(N) ensemble parameters are taken in it."""
     if x.shape != y.shape or x.dim() != 2:
         raise ValueError(f"x and y must both be (R, N), got {tuple(x.shape)}, {tuple(y.shape)}")
+    if x.dtype != y.dtype or x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(
+            f"x and y must share one dtype, float32 or float64, got {x.dtype} and {y.dtype}"
+        )
+    M0, sigma_M, s = (t.to(device=x.device, dtype=x.dtype) for t in (M0, sigma_M, s))
     if impl == "auto":
         impl = "triton" if backend_for(x) == "triton" else "blocked"
     if impl == "triton":
         from .mlf_step_triton import mlf_matvec2_triton
 
-        return mlf_matvec2_triton(keys.to(x.device), x, y, M0, sigma_M, s)
+        return mlf_matvec2_triton(keys.to(x.device, torch.int64), x, y, M0, sigma_M, s)
     if impl == "twin":
         return mlf_matvec2_twin(keys.to(x.device), x, y, M0, sigma_M, s)
     if impl == "blocked":

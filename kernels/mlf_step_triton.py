@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch_guard import check_launch, contiguous
+
 
 @triton.jit
 def _mlf_matvec2_kernel(
@@ -31,8 +33,8 @@ def _mlf_matvec2_kernel(
     s_i = tl.load(s_ptr + rows, mask=rmask, other=0.0)
     m0_i = tl.load(m0_ptr + rows, mask=rmask, other=0.0)
     sm_i = tl.load(sm_ptr + rows, mask=rmask, other=0.0)
-    acc_x = tl.zeros((BLOCK_I,), dtype=tl.float32)
-    acc_y = tl.zeros((BLOCK_I,), dtype=tl.float32)
+    acc_x = tl.zeros((BLOCK_I,), dtype=ux_ptr.dtype.element_ty)
+    acc_y = tl.zeros((BLOCK_I,), dtype=ux_ptr.dtype.element_ty)
     base = r.to(tl.int64) * N
     for j0 in range(0, N, BLOCK_J):
         cols = j0 + tl.arange(0, BLOCK_J)
@@ -44,7 +46,7 @@ def _mlf_matvec2_kernel(
         jj = cols[None, :].to(tl.int64)
         lo = tl.minimum(ii, jj)
         hi = tl.maximum(ii, jj)
-        z = tl.randn(key, lo * N + hi)
+        z = tl.randn(key, lo * N + hi).to(ux_ptr.dtype.element_ty)  # float32 draw
         m = tl.where(ii == jj, m0_i[:, None] + sm_i[:, None] * z, s_i[:, None] * s_j[None, :] * z)
         m = tl.where(rmask[:, None] & cmask[None, :], m, 0.0)
         acc_x += tl.sum(m * xj[None, :], axis=1)
@@ -54,16 +56,29 @@ def _mlf_matvec2_kernel(
 
 
 def mlf_matvec2_triton(keys, x, y, M0, sigma_M, s, block_i: int = 32, block_j: int = 64):
-    """(M^mu_r x_r, M^mu_r y_r) for every replica r; x, y (R, N) float32 contiguous."""
+    """(M^mu_r x_r, M^mu_r y_r) for every replica r; x, y (R, N), M0, sigma_M, s (N,).
+
+    float32 or float64, one dtype for all (checked by :func:`check_launch`, never cast):
+    the Philox normals are float32 either way; float64 products and sums are in float64.
+    ``keys`` (R,) int64 on the same device."""
     R, N = x.shape
-    x = x.contiguous().float()
-    y = y.contiguous().float()
+    if y.shape != x.shape or keys.shape != (R,):
+        raise ValueError(f"need x, y (R, N) and keys (R,), got {x.shape}, {y.shape}, {keys.shape}")
+    for name, t in (("M0", M0), ("sigma_M", sigma_M), ("s", s)):
+        if t.shape != (N,):
+            raise ValueError(f"{name} must be ({N},), got {tuple(t.shape)}")
+    check_launch(
+        "mlf_matvec2_triton",
+        {"x": x, "y": y, "M0": M0, "sigma_M": sigma_M, "s": s},
+        {"keys": keys},
+    )
+    x, y, keys = contiguous(x), contiguous(y), contiguous(keys)
     ux = torch.empty_like(x)
     uy = torch.empty_like(y)
     grid = (R, triton.cdiv(N, block_i))
     _mlf_matvec2_kernel[grid](
-        keys.contiguous(), x, y, M0.float().contiguous(), sigma_M.float().contiguous(),
-        s.float().contiguous(), ux, uy, N, BLOCK_I=block_i, BLOCK_J=block_j,
+        keys, x, y, contiguous(M0), contiguous(sigma_M), contiguous(s), ux, uy, N,
+        BLOCK_I=block_i, BLOCK_J=block_j,
     )  # fmt: skip
     return ux, uy
 
@@ -81,7 +96,8 @@ def _philox_randn_kernel(keys_ptr, off_ptr, out_ptr, n, BLOCK: tl.constexpr):
 
 def philox_randn_triton(keys, offsets, block: int = 256):
     """tl.randn(key_r, offsets) for each key: (R, n) float32 (for twin tests)."""
-    offsets = offsets.contiguous().to(torch.int64)
+    check_launch("philox_randn_triton", {}, {"keys": keys, "offsets": offsets})
+    offsets = contiguous(offsets)
     n = offsets.numel()
     out = torch.empty(keys.numel(), n, dtype=torch.float32, device=offsets.device)
     _philox_randn_kernel[(keys.numel(), triton.cdiv(n, block))](

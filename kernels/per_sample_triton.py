@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dispatch import interpreter_on
+from .launch_guard import check_launch
 
 
 @triton.jit
@@ -105,20 +105,7 @@ def linear_projections_triton(
         P = P.reshape(P.shape[0], D)
     if P.ndim != 2 or P.shape[1] != D:
         raise ValueError(f"P must be (K, {D}) or (K, {d_out}, {d_in}), got {tuple(P.shape)}")
-    dtype = a.dtype
-    if dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"the Triton kernel takes float32 or float64, got {dtype}")
-    if delta.dtype != dtype or P.dtype != dtype:
-        raise TypeError(
-            f"a, delta and P must share a dtype, got {a.dtype}, {delta.dtype}, {P.dtype}"
-        )
-    if not (a.device == delta.device == P.device):
-        raise ValueError("a, delta and P must be on the same device")
-    if a.device.type != "cuda" and not interpreter_on():
-        raise RuntimeError(
-            "the Triton kernel needs CUDA tensors; on the CPU set TRITON_INTERPRET=1 before "
-            "importing triton (tests) or use the torch twin"
-        )
+    _, dtype = check_launch("linear_projections_triton", {"a": a, "delta": delta, "P": P})
     K = P.shape[0]
     out = torch.empty(S, K, device=a.device, dtype=dtype)
     if S == 0 or K == 0:

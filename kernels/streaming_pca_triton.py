@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .dispatch import interpreter_on
+from .launch_guard import check_launch
 
 
 @triton.jit
@@ -85,13 +85,7 @@ def batch_moments_triton(
     (any strides)."""
     if X.ndim != 2:
         raise ValueError(f"X must be (n_snapshots, n_features), got {tuple(X.shape)}")
-    if X.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"the Triton kernel takes float32 or float64, got {X.dtype}")
-    if X.device.type != "cuda" and not interpreter_on():
-        raise RuntimeError(
-            "the Triton kernel needs CUDA tensors; on the CPU set TRITON_INTERPRET=1 before "
-            "importing triton (tests) or use the torch twin"
-        )
+    check_launch("batch_moments_triton", {"X": X})
     R, N = X.shape
     if R == 0:
         raise ValueError("empty batch: the moments of zero snapshots are undefined")

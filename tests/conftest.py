@@ -16,3 +16,16 @@ if not torch.cuda.is_available():
 # One torch thread per test process (as the CLI's --threads default): on a loaded 2-core
 # machine the default thread count makes torch code spin and the suite many times slower.
 torch.set_num_threads(int(os.environ.get("SGDYN_TEST_THREADS", "1")))
+
+
+import pytest  # noqa: E402
+
+KERNEL_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(params=[KERNEL_DEVICE], ids=lambda d: "cuda" if d == "cuda" else "cpu-interpret")
+def kernel_device(request):
+    """Where kernel tests run: CUDA (compiled Triton) when present, else the CPU under
+    ``TRITON_INTERPRET=1``. Every Triton test takes its tensors from this device, so
+    ``bench/gpu_run.py`` runs the same tests compiled on a GPU."""
+    return torch.device(request.param)

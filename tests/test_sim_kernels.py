@@ -13,22 +13,22 @@ from sgdyn.kernels.mlf_step import (
 
 
 @pytest.fixture()
-def params():
+def params(kernel_device):
     g = torch.Generator().manual_seed(0)
     N = 37
     return (
         N,
-        torch.rand(N, generator=g) + 1,
-        torch.rand(N, generator=g) * 0.2,
-        (torch.rand(N, generator=g) * 0.3),
+        (torch.rand(N, generator=g) + 1).to(kernel_device),
+        (torch.rand(N, generator=g) * 0.2).to(kernel_device),
+        (torch.rand(N, generator=g) * 0.3).to(kernel_device),
     )
 
 
-def test_philox_twin_equals_tl_randn():
+def test_philox_twin_equals_tl_randn(kernel_device):
     from sgdyn.kernels.mlf_step_triton import philox_randn_triton
 
-    keys = philox_keys(12345, torch.tensor([0, 7, 2**31 - 1]))
-    off = torch.arange(600, dtype=torch.int64) * 104729 + (3 << 32)
+    keys = philox_keys(12345, torch.tensor([0, 7, 2**31 - 1])).to(kernel_device)
+    off = (torch.arange(600, dtype=torch.int64) * 104729 + (3 << 32)).to(kernel_device)
     a = philox_randn_triton(keys, off)
     b = philox_randn_torch(keys, off)
     assert torch.allclose(a, b, atol=2e-6, rtol=0)
@@ -44,6 +44,8 @@ def test_twin_matrices_symmetric_reproducible_and_distributed(params):
     assert torch.equal(M, mlf_dense_twin(keys, M0, sM, s))
     # law: diag N(M0, sM^2), off-diagonal N(0, (s_i s_j)^2)
     many = mlf_dense_twin(philox_keys(9, torch.arange(400)), M0, sM, s)
+    M0, sM, s = M0.cpu(), sM.cpu(), s.cpu()
+    many = many.cpu()
     z_off = many / (s[:, None] * s[None, :])
     iu = torch.triu_indices(N, N, 1)
     z = z_off[:, iu[0], iu[1]].reshape(-1)
@@ -52,17 +54,60 @@ def test_twin_matrices_symmetric_reproducible_and_distributed(params):
     assert abs(float(zd.mean())) < 0.03 and abs(float(zd.var()) - 1) < 0.05
 
 
-def test_triton_kernel_equals_twin(params):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_kernel_equals_twin(params, dtype):
     from sgdyn.kernels.mlf_step_triton import mlf_matvec2_triton
 
-    N, M0, sM, s = params
-    keys = philox_keys(5, torch.tensor([4, 11, 4]))
-    x, y = torch.randn(3, N), torch.randn(3, N)
+    N, M0, sM, s = (p if isinstance(p, int) else p.to(dtype) for p in params)
+    dev = M0.device
+    keys = philox_keys(5, torch.tensor([4, 11, 4])).to(dev)
+    x, y = torch.randn(3, N, dtype=dtype, device=dev), torch.randn(3, N, dtype=dtype, device=dev)
     ux, uy = mlf_matvec2_triton(keys, x, y, M0, sM, s, block_i=16, block_j=16)
+    assert ux.dtype == dtype and uy.dtype == dtype  # no silent cast to float32
     tx, ty = mlf_matvec2(keys, x, y, M0, sM, s, impl="twin")
-    assert torch.allclose(ux, tx, atol=1e-5) and torch.allclose(uy, ty, atol=1e-5)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert torch.allclose(ux, tx, atol=tol) and torch.allclose(uy, ty, atol=tol)
     M = mlf_dense_twin(keys, M0, sM, s).double()
     assert torch.allclose(ux.double(), torch.einsum("rij,rj->ri", M, x.double()), atol=1e-5)
+
+
+def test_every_launcher_refuses_bad_launches(params, monkeypatch):
+    from sgdyn.kernels.mlf_step_triton import mlf_matvec2_triton
+    from sgdyn.kernels.per_sample_triton import linear_projections_triton
+    from sgdyn.kernels.streaming_pca_triton import batch_moments_triton
+
+    N, M0, sM, s = params
+    dev = M0.device
+    keys = philox_keys(5, torch.tensor([4, 11])).to(dev)
+    x = torch.randn(2, N, device=dev)
+    with pytest.raises(TypeError, match="no silent cast"):
+        mlf_matvec2_triton(keys, x.half(), x.half(), M0, sM, s)
+    with pytest.raises(TypeError, match="share one dtype"):
+        mlf_matvec2_triton(keys, x.double(), x.double(), M0, sM, s)
+    with pytest.raises(TypeError, match="int64"):
+        mlf_matvec2_triton(keys.int(), x, x, M0, sM, s)
+    with pytest.raises(ValueError, match="one device"):
+        mlf_matvec2_triton(keys, x, x.to("meta"), M0, sM, s)
+    a = torch.randn(4, 3, device=dev)
+    with pytest.raises(ValueError, match="one device"):
+        linear_projections_triton(a, a.to("meta"), torch.randn(2, 9, device=dev))
+    with pytest.raises(TypeError, match="no silent cast"):
+        batch_moments_triton(torch.zeros(3, 3, dtype=torch.float16, device=dev))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # CPU tensors without the interpreter
+    cpu = torch.randn(2, N)
+    with pytest.raises(RuntimeError, match="needs CUDA tensors"):
+        mlf_matvec2_triton(keys.cpu(), cpu, cpu, M0.cpu(), sM.cpu(), s.cpu())
+    with pytest.raises(RuntimeError, match="needs CUDA tensors"):
+        batch_moments_triton(cpu)
+    with pytest.raises(RuntimeError, match="needs CUDA tensors"):
+        linear_projections_triton(a.cpu(), a.cpu(), torch.randn(2, 9))
+
+
+def test_matvec2_refuses_mixed_state_dtypes(params):
+    N, M0, sM, s = params
+    x = torch.randn(2, N, device=M0.device)
+    with pytest.raises(TypeError, match="share one dtype"):
+        mlf_matvec2(torch.tensor([1, 2]), x, x.double(), M0, sM, s, impl="twin")
 
 
 def test_blocked_product_equals_dense_for_the_same_numbers(params):
@@ -70,6 +115,7 @@ def test_blocked_product_equals_dense_for_the_same_numbers(params):
     g = torch.Generator().manual_seed(1)
     Z = torch.randn(N, N, generator=g, dtype=torch.float64)
     Zs = torch.triu(Z) + torch.triu(Z, 1).T
+    M0, sM, s = M0.cpu(), sM.cpu(), s.cpu()
     sd = s.double()
     M = Zs * (sd[:, None] * sd[None, :])
     M.diagonal().copy_(M0.double() + sM.double() * Zs.diagonal())
@@ -88,7 +134,7 @@ def test_blocked_product_equals_dense_for_the_same_numbers(params):
 def test_blocked_keyed_path_reproducible_and_shared_by_key(params):
     N, M0, sM, s = params
     keys = philox_keys(2, torch.tensor([3, 3, 8]))
-    x = torch.randn(3, N)
+    x = torch.randn(3, N, device=M0.device)
     x[1] = x[0]
     u1, _ = mlf_matvec2(keys, x, x, M0, sM, s, impl="blocked")
     u2, _ = mlf_matvec2(keys, x, x, M0, sM, s, impl="blocked")
