@@ -121,8 +121,10 @@ def _blocked_apply(Zfn, X, M0, sigma_M, s, block):
 def mlf_matvec2_blocked(keys, x, y, M0, sigma_M, s, *, fresh_generator=None, block=256):
     """Blocked CPU path (see module docstring). O(block N) memory.
 
-    With ``fresh_generator`` (a torch.Generator) every replica gets an independent matrix
-    from that generator in one batched draw (fresh-draw mode, keys unused); otherwise
+    With ``fresh_generator`` (a torch.Generator, or an object whose ``randn(m, n, dtype=)``
+    returns (R, m, n) normals, e.g. :class:`sgdyn.simulator.rng.ReplicaStreams`) every
+    replica gets an independent matrix drawn on x's device in x's dtype (fresh-draw mode,
+    keys unused); otherwise
     replicas sharing a key share M^mu, drawn from a generator seeded by the key.
     """
     X = torch.stack([x, y], dim=-1)
@@ -131,7 +133,9 @@ def mlf_matvec2_blocked(keys, x, y, M0, sigma_M, s, *, fresh_generator=None, blo
         R = X.shape[0]
 
         def Zfn(m, n):
-            return torch.randn(R, m, n, generator=fresh_generator, device=dev)
+            if hasattr(fresh_generator, "randn"):  # per-replica streams (simulator.rng)
+                return fresh_generator.randn(m, n, dtype=X.dtype)
+            return torch.randn(R, m, n, generator=fresh_generator, device=dev, dtype=X.dtype)
 
         U = _blocked_apply(Zfn, X, M0, sigma_M, s, block)
         return U[..., 0], U[..., 1]

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..kernels.mlf_step import mlf_matvec2, philox_keys
+from ..kernels.mlf_step import mlf_matvec2
 from ..kernels.trajectory import TrajectoryBuffer
 from ..theory.mlf import averaged_curvature
-from .ensemble import MinibatchSchedule, MLFEnsembleSpec, sample_minima_and_levels
+from .ensemble import MinibatchSchedule, MLFEnsembleSpec, lognormal_params
 from .landscape import MLFLandscape
+from .rng import ReplicaStreams
 
 DYNAMICS = ("sgd", "linear", "langevin")
 
@@ -46,8 +47,19 @@ class SimResult:
     info: dict = field(default_factory=dict)
 
 
-def _draw_fresh(spec, R, g, device, dtype):
-    return sample_minima_and_levels(spec, R, g, device=device, dtype=dtype)
+STREAM_MINIMA, STREAM_LEVELS, STREAM_MATRICES, STREAM_NOISE = 1, 2, 3, 4
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    """torch.float32 / torch.float64 from a dtype or its name; anything else is refused."""
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+        return DTYPES[dtype]
+    if dtype not in DTYPES.values():
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    return dtype
 
 
 def simulate(
@@ -68,8 +80,18 @@ def simulate(
     check_every: int = 50,
     max_exponent: float = 50.0,
     progress: bool = False,
+    dtype="float32",
+    replica_offset: int = 0,
+    total_replicas: int | None = None,
 ) -> SimResult:
     """Integrate ``n_replicas`` independent replicas for ``n_steps`` steps.
+
+    ``dtype`` ("float32" or "float64", or the torch dtype) is the precision of the state and
+    of every product (float64 for theory checks at small N). Every random draw happens on
+    ``device`` from per-replica streams keyed by (seed, global replica index)
+    (:class:`~sgdyn.simulator.rng.ReplicaStreams`, fresh minibatch ids mu = step *
+    total_replicas + global index): a shard ``replica_offset .. replica_offset + n_replicas``
+    of ``total_replicas`` (one rank under torchrun) reproduces those replicas of the full run.
 
     ``landscape`` given: finite ensemble (its K minibatches); otherwise fresh draws.
     ``theta0`` (N,) or (R, N) start (default 0 = the ensemble's reference point w0).
@@ -85,19 +107,35 @@ def simulate(
     if dynamics == "langevin" and not (temperature is not None and temperature >= 0):
         raise ValueError("langevin dynamics needs a temperature >= 0")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    dtype = torch.float32
+    dtype = resolve_dtype(dtype)
     N, R = spec.N, int(n_replicas)
+    R_all = R if total_replicas is None else int(total_replicas)
+    if not 0 <= replica_offset <= R_all - R:
+        raise ValueError(f"replicas {replica_offset}..{replica_offset + R} lie outside 0..{R_all}")
+    if landscape is not None and R_all != R:
+        raise ValueError("sharded replicas (total_replicas) need fresh draws, not a landscape")
     modes = np.arange(N) if record_modes is None else np.asarray(record_modes, dtype=np.int64)
     modes_t = torch.as_tensor(modes, device=device)
-    g = torch.Generator().manual_seed(int(seed))
-    fresh_g = torch.Generator(device=device).manual_seed(int(seed) + 1)
-    pars = spec.tensors(device=device)
+
+    def streams(k):
+        return ReplicaStreams(seed, k, R, device, offset=replica_offset)
+
+    rng_th, rng_L, rng_M, rng_xi = (
+        streams(k) for k in (STREAM_MINIMA, STREAM_LEVELS, STREAM_MATRICES, STREAM_NOISE)
+    )
+    pars = spec.tensors(device=device, dtype=dtype)
+    sig_th = torch.as_tensor(spec.sigma_theta, device=device, dtype=dtype)
+    ln_m, ln_s = lognormal_params(spec.L0, spec.L0_cv)
     theta = torch.zeros(R, N, device=device, dtype=dtype)
     if theta0 is not None:
-        theta += torch.as_tensor(theta0, device=device, dtype=dtype)
+        theta0 = torch.as_tensor(theta0, device=device, dtype=dtype)
+        if theta0.dim() == 2 and theta0.shape[0] == R_all and R_all != R:
+            theta0 = theta0[replica_offset : replica_offset + R]
+        theta += theta0
     n_rec = n_steps // record_every
     buf = TrajectoryBuffer(max(n_rec, 1), R * modes.size, device=device, dtype=dtype)
     sched = MinibatchSchedule(R, None if landscape is None else landscape.n_minibatches, seed)
+    glob = torch.arange(replica_offset, replica_offset + R, device=device, dtype=torch.int64)
     if landscape is not None and landscape.spec is not spec:
         raise ValueError("the finite-ensemble landscape was built from a different spec")
     if dynamics == "langevin":
@@ -112,7 +150,7 @@ def simulate(
         stiffness = alpha * spec.L0 * float(np.max(spec.M0))
     if impl == "auto" and device.type != "cuda":
         impl = "blocked"
-    max_x = torch.full((), -float("inf"), device=device)
+    max_x = torch.full((), -float("inf"), device=device, dtype=dtype)
     it = range(n_steps)
     if progress:
         from tqdm.auto import tqdm
@@ -122,21 +160,23 @@ def simulate(
         if dynamics == "langevin":
             X = (theta * lin).sum(-1) + 0.5 * (Mbar * theta**2).sum(-1)
             grad = spec.L0 * torch.exp(X)[:, None] * (Mbar * theta + lin)
-            xi = torch.randn(R, N, generator=fresh_g, device=device, dtype=dtype)
+            xi = rng_xi.randn(N, dtype=dtype)
             theta = theta - alpha * grad + noise * xi
         else:
-            mu = sched.next()
             if landscape is not None:
+                mu = sched.next()
                 u, v = landscape.matvec2(mu, theta)
-                th_mu = landscape.theta_mu[mu.to(landscape.device)].to(device)
-                L0mu = landscape.L0mu[mu.to(landscape.device)].to(device)
-                u, v = u.to(device), v.to(device)
-            else:
-                th_mu, L0mu = _draw_fresh(spec, R, g, device, dtype)
-                keys = philox_keys(seed, mu)
+                th_mu = landscape.theta_mu[mu.to(landscape.device)].to(device, dtype)
+                L0mu = landscape.L0mu[mu.to(landscape.device)].to(device, dtype)
+                u, v = u.to(device, dtype), v.to(device, dtype)
+            else:  # fresh draws, all on the device: no host copy in the step
+                th_mu = rng_th.randn(N, dtype=dtype) * sig_th
+                th_mu[:, 0] += spec.theta1_0
+                L0mu = torch.exp(ln_m + ln_s * rng_L.randn(dtype=dtype))
+                keys = (int(seed) & 0xFFFFFFFF) | ((glob + t * R_all) << 32)  # philox_keys
                 u, v = mlf_matvec2(
                     keys, theta, th_mu, pars["M0"], pars["sigma_M"], pars["s"], impl=impl,
-                    fresh_generator=fresh_g if impl == "blocked" else None,
+                    fresh_generator=rng_M if impl == "blocked" else None,
                 )  # fmt: skip
             grad_dir = u - v  # M^mu (theta - theta^mu)
             if dynamics == "sgd":
@@ -155,7 +195,8 @@ def simulate(
         n_steps=n_steps,
         info={"n_replicas": R, "impl": impl, "finite_K": None if landscape is None
               else landscape.n_minibatches, "temperature": temperature, "seed": seed,
-              "max_exponent_seen": float(max_x)},
+              "max_exponent_seen": float(max_x), "dtype": str(dtype).removeprefix("torch."),
+              "replica_offset": replica_offset, "total_replicas": R_all},
     )  # fmt: skip
 
 
