@@ -179,3 +179,17 @@ def test_memory_is_estimated_before_anything_is_allocated(tmp_path, capsys):
     m2 = estimate_memory(SimStudyConfig(**{**QUICK, "N": 24}))
     assert m2["sampled minima (--n-minima)"] == 4 * m1["sampled minima (--n-minima)"]
     assert m2["flatness probes (--N)"] == 8 * m1["flatness probes (--N)"]
+
+
+def test_float64_study_runs_in_float64_and_agrees_with_float32(tmp_path):
+    a, b = tmp_path / "f32", tmp_path / "f64"
+    assert main(["simulate", *TINY, "--out", str(a)]) == 0
+    assert main(["simulate", *TINY, "--dtype", "float64", "--out", str(b)]) == 0
+    s32 = json.loads((a / "summary.json").read_text())
+    s64 = json.loads((b / "summary.json").read_text())
+    assert s64["config"]["dtype"] == "float64"
+    # different precision and random numbers, same law: psi agrees within the errors
+    d = abs(s64["sim"]["psi"] - s32["sim"]["psi"])
+    assert d < 4 * np.hypot(s64["sim"]["psi_err"], s32["sim"]["psi_err"]) + 0.05
+    with pytest.raises(ValueError, match="--dtype must be float32 or float64"):
+        SimStudyConfig(dtype="float16").validate()

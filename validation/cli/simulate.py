@@ -60,6 +60,12 @@ def add_arguments(p) -> None:
         default=0,
         help="stationary window in steps (0: 20 tau_max)",
     )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "float64"),
+        help="precision of the integrations (float64 for theory checks at small N)",
+    )
     p.add_argument("--temperature", type=float, default=1e-4, help="Langevin temperature")
     p.add_argument(
         "--minibatches",

@@ -75,9 +75,12 @@ class SimStudyConfig(StudyConfig):
     n_minima: int = 20000
     seed: int = 0
     device: str = "auto"
+    dtype: str = "float32"  # precision of the integrations (float64: theory checks, small N)
     quick: bool = False
 
     def validate(self) -> None:
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"--dtype must be float32 or float64, got {self.dtype!r}")
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {PRESETS}")
         if self.preset == "from-profiles":
@@ -167,11 +170,12 @@ def estimate_memory(cfg: SimStudyConfig) -> dict:
     p = plan(cfg)
     N, R = p.spec.N, cfg.replicas
     n_rec = p.Td + 2 * ((p.burn + p.Ts) // p.rec_every)
+    itemsize = 8 if cfg.dtype == "float64" else 4
     return {
         "sampled minima (--n-minima)": 5 * cfg.n_minima * N * N * 8,  # dense float64 + temps
         "finite ensemble (--minibatches)": cfg.minibatches * N * N * 4,
         "flatness probes (--N)": min(64, cfg.minibatches) * N * N * N * 4,
-        "trajectories (--replicas, --window-steps)": n_rec * R * N * 12,  # float32 + float64
+        "trajectories (--replicas, --window-steps)": n_rec * R * N * (8 + itemsize),  # + float64
     }
 
 
@@ -304,7 +308,8 @@ def run_study(cfg: SimStudyConfig, progress: bool = False):
     # 3. SGD on Eq 9, diffusive window ---------------------------------------------------
     Td = pl.Td
     sgd = simulate(spec, dynamics="sgd", alpha=a, n_steps=Td, n_replicas=cfg.replicas,
-                   seed=cfg.seed + 1, device=device, progress=progress)  # fmt: skip
+                   seed=cfg.seed + 1, device=device, progress=progress,
+                   dtype=cfg.dtype)  # fmt: skip
     th = sgd.theta  # (T, R, N), starting from w0 = 0
     var_d = _window_var(th)
     pred_d = mlf.ou_window_variance(D_exact, tau_M, Td, start="origin")
@@ -356,7 +361,7 @@ def run_study(cfg: SimStudyConfig, progress: bool = False):
     )  # fmt: skip
     st = simulate(spec, dynamics="linear", alpha=a_s, n_steps=burn + Ts, n_replicas=cfg.replicas,
                   seed=cfg.seed + 2, device=device, record_every=rec_every,
-                  progress=progress)  # fmt: skip
+                  progress=progress, dtype=cfg.dtype)  # fmt: skip
     b_rec = burn // rec_every
     th_s = st.theta[b_rec:]
     n_win = th_s.shape[0]
@@ -376,7 +381,7 @@ def run_study(cfg: SimStudyConfig, progress: bool = False):
     eq = simulate(spec, dynamics="langevin", alpha=a_s, n_steps=burn + Ts,
                   temperature=cfg.temperature, n_replicas=cfg.replicas,
                   seed=cfg.seed + 3, device=device,
-                  record_every=rec_every, progress=progress)  # fmt: skip
+                  record_every=rec_every, progress=progress, dtype=cfg.dtype)  # fmt: skip
     var_eq = _window_var(eq.theta[b_rec:])
     Lmin = mlf.averaged_loss_minimum(spec.L0, spec.M0[0], M[0], spec.theta1_0)
     lim_eq = mlf.equilibrium_variance(cfg.temperature, Lmin, M, alpha=a_s)  # Eq 16, T -> inf
