@@ -7,6 +7,7 @@ path on the CPU): O(N) memory per replica (O(block N) on the CPU path).
 
     python bench/bench_simulator.py --device cpu --N 500 --replicas 32
     python bench/bench_simulator.py --device cuda --N 2500 --N 20000 --replicas 64
+    python bench/bench_simulator.py --N 500 --replicas 32 --precision   # float64 cost, syncs
 
 pytest-benchmark: ``pytest bench/bench_simulator.py --benchmark-only`` (CPU, N=500).
 """
@@ -18,7 +19,9 @@ import time
 
 import torch
 
+from sgdyn.kernels.host_sync import HostSyncCounter
 from sgdyn.kernels.mlf_step import mlf_matvec2, philox_keys
+from sgdyn.simulator import simulate
 from sgdyn.simulator.ensemble import sample_minima_and_levels
 from sgdyn.simulator.presets import paper_like
 
@@ -32,8 +35,8 @@ def _setup(N, R, device):
     return spec, p, th_mu, L0, theta
 
 
-def step_matrix_free(theta, th_mu, L0, p, keys, gen, alpha=0.25):
-    impl = "triton" if theta.device.type == "cuda" else "blocked"
+def step_matrix_free(theta, th_mu, L0, p, keys, gen, alpha=0.25, impl=None):
+    impl = impl or ("triton" if theta.device.type == "cuda" else "blocked")
     u, v = mlf_matvec2(keys, theta, th_mu, p["M0"], p["sigma_M"], p["s"], impl=impl,
                        fresh_generator=gen if impl == "blocked" else None)  # fmt: skip
     X = (theta * (0.5 * u - v)).sum(-1)
@@ -69,13 +72,15 @@ def _time(fn, device, reps):
     return dt, mem
 
 
-def compare(N, R, device="cpu", reps=5, dense=True) -> dict:
+def compare(N, R, device="cpu", reps=5, dense=True, impl=None) -> dict:
     device = torch.device(device)
     spec, p, th_mu, L0, theta = _setup(N, R, device)
     gen = torch.Generator(device=device).manual_seed(1)
-    keys = philox_keys(0, torch.arange(R))
+    keys = philox_keys(0, torch.arange(R)).to(device)
     out = {"N": N, "replicas": R, "device": str(device)}
-    dt, mem = _time(lambda: step_matrix_free(theta, th_mu, L0, p, keys, gen), device, reps)
+    dt, mem = _time(
+        lambda: step_matrix_free(theta, th_mu, L0, p, keys, gen, impl=impl), device, reps
+    )
     out.update(mf_replica_steps_per_s=R / dt, mf_peak_bytes=mem)
     if dense:
         try:
@@ -85,6 +90,83 @@ def compare(N, R, device="cpu", reps=5, dense=True) -> dict:
         except (torch.OutOfMemoryError, RuntimeError) as e:
             out.update(dense_replica_steps_per_s=None, dense_error=str(e).split("\n")[0][:120])
     return out
+
+
+def precision_cost(N, R, n_steps, device="cpu", impl="auto") -> dict:
+    """Wall time of simulate() in float64 over float32 (same spec, replicas and steps)."""
+    spec = paper_like(N=N)
+    out = {"N": N, "replicas": R, "steps": n_steps, "device": str(device)}
+    for dt in ("float32", "float64"):
+        simulate(spec, alpha=0.25, n_steps=2, n_replicas=R, device=device, dtype=dt, impl=impl)
+        t = time.perf_counter()
+        simulate(spec, alpha=0.25, n_steps=n_steps, n_replicas=R, device=device, dtype=dt,
+                 impl=impl)  # fmt: skip
+        if torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        out[f"{dt}_s"] = time.perf_counter() - t
+    out["float64_over_float32"] = out["float64_s"] / out["float32_s"]
+    return out
+
+
+def host_syncs(N, R, n_steps, device="cpu", check_every=50, impl="auto") -> dict:
+    """Host round-trips per simulate() step: Python-level calls (HostSyncCounter) and the
+    profiler's count of ``aten::_local_scalar_dense`` (every ``.item()``-like read) and, on
+    CUDA, of device synchronisations / device-to-host copies."""
+    from torch.profiler import ProfilerActivity, profile
+
+    spec = paper_like(N=N)
+    kw = dict(alpha=0.25, n_replicas=R, device=device, check_every=check_every, impl=impl)
+    res = {"N": N, "replicas": R, "device": str(device), "check_every": check_every}
+    counts = []
+    for T in (n_steps, 2 * n_steps):  # the difference removes the fixed set-up / final copy
+        acts = [ProfilerActivity.CPU] + (
+            [ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else []
+        )
+        with HostSyncCounter() as c, profile(activities=acts) as prof:
+            simulate(spec, n_steps=T, **kw)
+        names = [e.name for e in prof.events()]
+        counts.append({
+            "python": c.total,
+            "local_scalar_dense": sum(n == "aten::_local_scalar_dense" for n in names),
+            "cuda_sync_calls": sum("Synchronize" in n for n in names),
+            "cuda_reported": c.cuda_syncs,
+        })  # fmt: skip
+    for k in counts[0]:
+        res[f"{k}_per_step"] = (counts[1][k] - counts[0][k]) / n_steps
+    return res
+
+
+def gpu_cases(ctx):
+    """GPU targets (bench/gpu_run.py): simulator >= 10x dense at N = 2,500, N = 20,000 runs,
+    the float64 cost and the host syncs per simulate() step."""
+    dev = ctx.device
+    impl = "triton"  # compiled on CUDA, interpreted in a dry run
+
+    def ratio_2500():
+        N, R = ctx.size(2500, 64), ctx.size(64, 4)
+        r = compare(N, R, dev, reps=ctx.size(5, 1), impl=impl)
+        r["ratio"] = r.get("speedup")
+        r["seconds"] = R / r["mf_replica_steps_per_s"]
+        r["flops"] = 4.0 * R * N * N  # two matvecs with M^mu, generated in-kernel
+        return r
+
+    def run_20000():
+        N, R = ctx.size(20000, 96), ctx.size(64, 2)
+        r = compare(N, R, dev, reps=ctx.size(3, 1), dense=False, impl=impl)
+        r["seconds"] = R / r["mf_replica_steps_per_s"]
+        r["flops"] = 4.0 * R * N * N
+        r["ran"] = 1
+        return r
+
+    return [
+        {"name": "simulator_vs_dense_N2500", "run": ratio_2500, "target": ("ratio", ">=", 10)},
+        {"name": "simulator_matrix_free_N20000", "run": run_20000, "target": ("ran", ">=", 1)},
+        {"name": "simulate_float64_cost", "run": lambda: precision_cost(
+            ctx.size(2500, 16), ctx.size(64, 4), ctx.size(20, 3), dev, impl=impl)},
+        {"name": "simulate_host_syncs_per_step", "run": lambda: host_syncs(
+            ctx.size(500, 8), ctx.size(64, 4), ctx.size(100, 10), dev,
+            check_every=ctx.size(50, 5), impl=impl)},
+    ]  # fmt: skip
 
 
 def _fmt(r):
@@ -104,7 +186,16 @@ def main(argv=None):
     ap.add_argument("--replicas", type=int, default=32)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--no-dense", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--precision", action="store_true",
+                    help="also: simulate() float64 / float32 wall time and host syncs per step")
     a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    print(f"torch threads: {a.threads}")
+    if a.precision:
+        for N in a.N or [500]:
+            print(precision_cost(N, a.replicas, 50, a.device))
+            print(host_syncs(N, a.replicas, 100, a.device))
     print("| device | N | replicas | matrix-free replica-steps/s | dense replica-steps/s | "
           "ratio | mf peak mem | note |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")

@@ -206,10 +206,10 @@ def _check(theta, max_x, max_exponent, t, alpha, dynamics, stiffness):
     ``stiffness`` = alpha L0 max_i M_ii (M0 for SGD and Eq 12, the averaged M of Eq 10 for
     Langevin): the linearised step is stable only below 2."""
     bad = ~torch.isfinite(theta).all(dim=1)
+    if not bool(bad.any() | (max_x > max_exponent)):  # one host read per check
+        return
     nonfinite = bool(bad.any())
     too_big = float(max_x) > max_exponent
-    if not (nonfinite or too_big):
-        return
     if nonfinite:
         r = int(bad.nonzero()[0, 0])
         what = f"theta of replica {r} became non-finite (inf/NaN)"
