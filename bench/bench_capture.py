@@ -72,3 +72,24 @@ def test_report(capsys):
             MEDIANS["capture+stream"] / MEDIANS["plain"] - 1
         )
     report(capsys, "capture overhead", [], extra)
+
+
+def gpu_cases(ctx):
+    """GPU target (bench/gpu_run.py): capture overhead <= 5 % of a training epoch."""
+    from sgdyn.validation.data.datasets import ArrayDataset
+
+    def run():
+        full = load_dataset("mnist5k")
+        n = ctx.size(len(full), 500)
+        data = ArrayDataset(full.x[:n], full.y[:n], full.image_shape, full.name, full.source)
+        data = data.to(ctx.device)
+        torch.manual_seed(0)
+        model = build_model("mlp", 784).to(ctx.device)
+        setup = (data, model, make_optimizer(model, OptimConfig()))
+        reps = ctx.size(15, 2)
+        plain = ctx.timeit(lambda: _epoch(setup, False), reps=reps, warmup=2)
+        cap = ctx.timeit(lambda: _epoch(setup, True), reps=reps, warmup=2)
+        return {"samples": n, "plain_epoch_s": plain, "capture_epoch_s": cap,
+                "overhead_pct": 100 * (cap / plain - 1), "ratio": cap / plain}  # fmt: skip
+
+    return [{"name": "capture_overhead", "run": run, "target": ("overhead_pct", "<=", 5)}]

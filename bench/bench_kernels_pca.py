@@ -178,3 +178,43 @@ def test_pca_zz_report(capsys):
         }
     extra["scaling"] = scaling
     report(capsys, "kernels streaming pca", rows, extra)
+
+
+def gpu_cases(ctx):
+    """GPU target (bench/gpu_run.py): exact streaming PCA >= 20x scikit-learn's
+    IncrementalPCA at equal or better accuracy (top-10 variances vs exact PCA)."""
+
+    def run():
+        T_, N_ = ctx.size(T, 200), ctx.size(N, 64)
+        ch = T_ // 4
+        X = snapshots(T_, N_)
+        ref = PCA(n_components=10, svd_solver="full").fit(X.double().numpy())
+        Xd = X.to(ctx.device)
+
+        def ours(finalize=True):
+            est = StreamingPCA(n_components=10)
+            for s in range(0, T_, ch):
+                est.partial_fit(Xd[s : s + ch])
+            if finalize:
+                est.finalize()
+            return est
+
+        def ipca():
+            est = IncrementalPCA(n_components=ch, batch_size=ch)
+            for s in range(0, T_, ch):
+                est.partial_fit(X[s : s + ch].numpy())
+            return est
+
+        t_ours = ctx.timeit(ours, reps=3)
+        t_upd = ctx.timeit(lambda: ours(False), reps=3)
+        t_ipca = ctx.timeit(ipca, reps=1, warmup=0)
+        e_ours = _rel_err(ours().explained_variance_.cpu().numpy(), ref)
+        e_ipca = _rel_err(ipca().explained_variance_, ref)
+        return {"T": T_, "N": N_, "ours_s": t_ours, "ipca_s": t_ipca, "ratio": t_ipca / t_ours,
+                "rel_err_ours": e_ours, "rel_err_ipca": e_ipca,
+                "equal_accuracy": bool(e_ours <= max(e_ipca, 1e-6)),
+                "seconds": t_upd, "flops": float(T_) * N_ * N_,  # half the symmetric scatter
+                "bytes": 4.0 * T_ * N_ + 8.0 * (T_ // ch) * N_ * N_,
+                "dtype": "float32"}  # fmt: skip
+
+    return [{"name": "streaming_pca_vs_ipca", "run": run, "target": ("ratio", ">=", 20)}]

@@ -199,3 +199,31 @@ def _device_name() -> str:
     if DEVICE == "cuda":
         return torch.cuda.get_device_name()
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def gpu_cases(ctx):
+    """GPU target (bench/gpu_run.py): projections >= 10x torch.func vmap(grad), K = 50, with
+    the kernel's achieved FLOP rate / bandwidth."""
+
+    def run():
+        dev, K = ctx.device, 50
+        data = load_dataset("mnist5k")
+        n = ctx.size(len(data), 64)
+        x, y = data.x[:n].to(dev), data.y[:n].to(dev)
+        torch.manual_seed(0)
+        model = MLP().to(dev)
+        P = torch.linalg.qr(torch.randn(2500, K, device=dev))[0].T.reshape(K, 50, 50)
+        P = P.contiguous()
+        t_ours = ctx.timeit(lambda: per_sample_projections(model, LAYER, x, y, P), reps=7)
+        t_func = ctx.timeit(lambda: torch_func(model, x, y, P), reps=5)
+        got, want = per_sample_projections(model, LAYER, x, y, P), torch_func(model, x, y, P)
+        a, d = collect_layer_io(model, LAYER, x, y)
+        a, d = a.contiguous(), d.contiguous()
+        t_k = ctx.timeit(lambda: linear_projections(a, d, P), reps=20)
+        return {"S": n, "K": K, "ours_s": t_ours, "torch_func_s": t_func,
+                "ratio": t_func / t_ours,
+                "max_rel_err_vs_torch_func": float((got - want).abs().max() / want.abs().max()),
+                "seconds": t_k, "flops": 2.0 * n * K * 2500,
+                "bytes": 4.0 * (n * 100 + K * 2500 + n * K), "dtype": "float32"}  # fmt: skip
+
+    return [{"name": "projections_vs_torch_func", "run": run, "target": ("ratio", ">=", 10)}]
