@@ -187,8 +187,11 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--no-dense", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    ap.add_argument("--precision", action="store_true",
-                    help="also: simulate() float64 / float32 wall time and host syncs per step")
+    ap.add_argument(
+        "--precision",
+        action="store_true",
+        help="also: simulate() float64 / float32 wall time and host syncs per step",
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     print(f"torch threads: {a.threads}")

@@ -253,9 +253,7 @@ def run_case(ctx: GpuContext, case: dict, limit: float) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.environ.get("OUT", "gpu_out"))
-    ap.add_argument(
-        "--dry-run", action="store_true", help="on the CPU, tiny sizes, interpreted"
-    )
+    ap.add_argument("--dry-run", action="store_true", help="on the CPU, tiny sizes, interpreted")
     ap.add_argument("--budget", type=float, default=450.0, help="seconds for all steps")
     ap.add_argument("--only", action="append", help="bench files whose name contains this")
     ap.add_argument("--tests", nargs="*", default=None, help="test files (default: all kernel)")
