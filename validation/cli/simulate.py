@@ -118,10 +118,45 @@ def run(args) -> int:
             if k not in given:
                 setattr(args, k, len(args.profiles["M0"]) if k == "N" and args.profiles else None)
                 given.add(k)
-    return execute(
-        args,
-        config_cls=SimStudyConfig,
-        run=lambda cfg, out, **kw: run_simulate(cfg, out, max_memory_gb=args.max_memory, **kw),
-        quick=quick,
-        describe=_describe,
-    )
+    def go(cfg, out, before_compute=None, **kw):
+        return run_simulate(
+            cfg, out, max_memory_gb=args.max_memory, before_compute=before_compute, **kw
+        )
+
+    from sgdyn.simulator import distributed
+
+    ctx = distributed.init_from_env(getattr(args, "device", None) or "auto")
+    if ctx is None:  # one process: the default
+        return execute(args, config_cls=SimStudyConfig, run=go, quick=quick, describe=_describe)
+    return _run_under_torchrun(args, ctx, go, quick)
+
+
+def _run_under_torchrun(args, ctx, go, quick) -> int:
+    """Rank 0 runs ``execute`` (config, run directory, report) and broadcasts the resolved
+    config when the computation starts (None if it never does: bad input, finished run);
+    the other ranks compute their replica shards of that config and write nothing."""
+    from sgdyn.simulator import distributed
+    from sgdyn.validation.studies.simulate import SimStudyConfig, run_study
+
+    sent = []
+
+    def send(cfg):
+        sent.append(distributed.broadcast_object(cfg.as_dict()))
+
+    try:
+        if ctx.rank == 0:
+            return execute(
+                args, config_cls=SimStudyConfig, quick=quick, describe=_describe,
+                run=lambda cfg, out, **kw: go(cfg, out, before_compute=send, **kw),
+            )  # fmt: skip
+        import torch
+
+        torch.set_num_threads(max(1, int(getattr(args, "threads", 1) or 1)))
+        cfg = distributed.broadcast_object(None)
+        if cfg is not None:
+            run_study(SimStudyConfig.from_dict(cfg))
+        return 0
+    finally:
+        if ctx.rank == 0 and not sent:
+            distributed.broadcast_object(None)  # release the other ranks
+        distributed.close()

@@ -37,7 +37,7 @@ import torch
 
 from sgdyn.kernels import StreamingPCA
 from sgdyn.simulator.ensemble import sample_dense
-from sgdyn.simulator.integrators import simulate
+from sgdyn.simulator.distributed import simulate_sharded
 from sgdyn.simulator.landscape import MLFLandscape
 from sgdyn.simulator.presets import PRESETS, from_profiles, paper_like
 from sgdyn.theory import mlf
@@ -307,7 +307,7 @@ def run_study(cfg: SimStudyConfig, progress: bool = False):
 
     # 3. SGD on Eq 9, diffusive window ---------------------------------------------------
     Td = pl.Td
-    sgd = simulate(spec, dynamics="sgd", alpha=a, n_steps=Td, n_replicas=cfg.replicas,
+    sgd = simulate_sharded(spec, dynamics="sgd", alpha=a, n_steps=Td, n_replicas=cfg.replicas,
                    seed=cfg.seed + 1, device=device, progress=progress,
                    dtype=cfg.dtype)  # fmt: skip
     th = sgd.theta  # (T, R, N), starting from w0 = 0
@@ -359,7 +359,7 @@ def run_study(cfg: SimStudyConfig, progress: bool = False):
         a_s, spec.L0_sq_mean, spec.M0, spec.s, spec.sigma_theta, spec.theta1_0, spec.sigma_M,
         spec.L0, paper=False,
     )  # fmt: skip
-    st = simulate(spec, dynamics="linear", alpha=a_s, n_steps=burn + Ts, n_replicas=cfg.replicas,
+    st = simulate_sharded(spec, dynamics="linear", alpha=a_s, n_steps=burn + Ts, n_replicas=cfg.replicas,
                   seed=cfg.seed + 2, device=device, record_every=rec_every,
                   progress=progress, dtype=cfg.dtype)  # fmt: skip
     b_rec = burn // rec_every
@@ -378,7 +378,7 @@ def run_study(cfg: SimStudyConfig, progress: bool = False):
     del st, th_s
 
     # 5. equilibrium Langevin on the averaged loss (Eq 16) ------------------------------
-    eq = simulate(spec, dynamics="langevin", alpha=a_s, n_steps=burn + Ts,
+    eq = simulate_sharded(spec, dynamics="langevin", alpha=a_s, n_steps=burn + Ts,
                   temperature=cfg.temperature, n_replicas=cfg.replicas,
                   seed=cfg.seed + 3, device=device,
                   record_every=rec_every, progress=progress, dtype=cfg.dtype)  # fmt: skip
@@ -424,6 +424,7 @@ def run_simulate(
     force: bool = False,
     progress: bool = False,
     max_memory_gb: float | None = None,
+    before_compute=None,
 ) -> dict:
     """Run the study into the run directory ``out`` (figures, report.md/.html, arrays.npz,
     summary.json last) and return the summary. A finished run with the same config is
@@ -437,12 +438,18 @@ def run_simulate(
     rd = RunDir(out, cfg.as_dict(), command=NAME, force=force)
     if rd.start():
         return rd.summary()
+    if before_compute is not None:  # e.g. torchrun: hand the config to the other ranks
+        before_compute(cfg)
     t0 = time.perf_counter()
     summary, arrays = run_study(cfg, progress=progress)
     figs = make_figures(rd, arrays)
     summary["memory_estimate_bytes"] = mem["estimate_bytes"]
     summary["wall_seconds"] = time.perf_counter() - t0
     summary["environment"] = {"device": cfg.device}
+    from sgdyn.simulator.distributed import current
+
+    if current() is not None:
+        summary["environment"].update(ranks=current().world, backend=current().backend)
     return rd.finish(
         summary, arrays=arrays, report=report_markdown(summary, cfg, figs),
         title="sgdyn simulate: random-landscape theory vs simulation",
