@@ -118,6 +118,7 @@ def run(args) -> int:
             if k not in given:
                 setattr(args, k, len(args.profiles["M0"]) if k == "N" and args.profiles else None)
                 given.add(k)
+
     def go(cfg, out, before_compute=None, **kw):
         return run_simulate(
             cfg, out, max_memory_gb=args.max_memory, before_compute=before_compute, **kw

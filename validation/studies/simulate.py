@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from sgdyn.kernels import StreamingPCA
-from sgdyn.simulator.ensemble import sample_dense
 from sgdyn.simulator.distributed import simulate_sharded
+from sgdyn.simulator.ensemble import sample_dense
 from sgdyn.simulator.landscape import MLFLandscape
 from sgdyn.simulator.presets import PRESETS, from_profiles, paper_like
 from sgdyn.theory import mlf
@@ -359,8 +359,8 @@ def run_study(cfg: SimStudyConfig, progress: bool = False):
         a_s, spec.L0_sq_mean, spec.M0, spec.s, spec.sigma_theta, spec.theta1_0, spec.sigma_M,
         spec.L0, paper=False,
     )  # fmt: skip
-    st = simulate_sharded(spec, dynamics="linear", alpha=a_s, n_steps=burn + Ts, n_replicas=cfg.replicas,
-                  seed=cfg.seed + 2, device=device, record_every=rec_every,
+    st = simulate_sharded(spec, dynamics="linear", alpha=a_s, n_steps=burn + Ts,
+                  n_replicas=cfg.replicas, seed=cfg.seed + 2, device=device, record_every=rec_every,
                   progress=progress, dtype=cfg.dtype)  # fmt: skip
     b_rec = burn // rec_every
     th_s = st.theta[b_rec:]
