@@ -69,7 +69,7 @@ def test_triton_path_inside_simulate_equals_twin_and_samples_the_blocked_law(ker
     spec = _spec()
     R = 2 * CHUNK
     tri = _final(spec, "triton", R, seed=3, kernel_device=kernel_device)
-    twin = _final(spec, "twin", R, seed=3)
+    twin = _final(spec, "twin", R, seed=3, kernel_device=kernel_device)
     np.testing.assert_allclose(tri, twin, rtol=1e-4, atol=1e-5)  # same keys, same streams
     blocked = _final(spec, "blocked", 512, seed=9)
     assert _ks_min_p(tri, blocked) > 1e-3 / spec.N
@@ -78,7 +78,7 @@ def test_triton_path_inside_simulate_equals_twin_and_samples_the_blocked_law(ker
 def test_float64_runs_in_float64(kernel_device):
     spec = _spec()
     a = simulate(spec, alpha=0.4, n_steps=3, n_replicas=4, impl="twin", dtype="float64",
-                 theta0=np.full(spec.N, 0.3))  # fmt: skip
+                 theta0=np.full(spec.N, 0.3), device=kernel_device)  # fmt: skip
     b = simulate(spec, alpha=0.4, n_steps=3, n_replicas=4, impl="triton", dtype=torch.float64,
                  theta0=np.full(spec.N, 0.3), device=kernel_device)  # fmt: skip
     assert a.info["dtype"] == b.info["dtype"] == "float64"
