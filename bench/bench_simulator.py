@@ -92,19 +92,22 @@ def compare(N, R, device="cpu", reps=5, dense=True, impl=None) -> dict:
     return out
 
 
-def precision_cost(N, R, n_steps, device="cpu", impl="auto", alpha=0.02) -> dict:
+def precision_cost(N, R, n_steps, device="cpu", impl="auto", alpha=0.02, reps=3) -> dict:
     """Wall time of simulate() in float64 over float32 (same spec, replicas and steps; a
     small alpha so that no replica diverges at large N)."""
     spec = paper_like(N=N)
     out = {"N": N, "replicas": R, "steps": n_steps, "device": str(device), "alpha": alpha}
     for dt in ("float32", "float64"):
         simulate(spec, alpha=alpha, n_steps=2, n_replicas=R, device=device, dtype=dt, impl=impl)
-        t = time.perf_counter()
-        simulate(spec, alpha=alpha, n_steps=n_steps, n_replicas=R, device=device, dtype=dt,
-                 impl=impl)  # fmt: skip
-        if torch.device(device).type == "cuda":
-            torch.cuda.synchronize()
-        out[f"{dt}_s"] = time.perf_counter() - t
+        best = float("inf")
+        for _ in range(reps):  # best of reps: the machine may be shared
+            t = time.perf_counter()
+            simulate(spec, alpha=alpha, n_steps=n_steps, n_replicas=R, device=device, dtype=dt,
+                     impl=impl)  # fmt: skip
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t)
+        out[f"{dt}_s"] = best
     out["float64_over_float32"] = out["float64_s"] / out["float32_s"]
     return out
 
@@ -163,7 +166,8 @@ def gpu_cases(ctx):
         {"name": "simulator_vs_dense_N2500", "run": ratio_2500, "target": ("ratio", ">=", 10)},
         {"name": "simulator_matrix_free_N20000", "run": run_20000, "target": ("ran", ">=", 1)},
         {"name": "simulate_float64_cost", "run": lambda: precision_cost(
-            ctx.size(2500, 16), ctx.size(64, 4), ctx.size(20, 3), dev, impl=impl)},
+            ctx.size(2500, 16), ctx.size(64, 4), ctx.size(20, 3), dev, impl=impl,
+            reps=ctx.size(2, 1))},
         {"name": "simulate_host_syncs_per_step", "run": lambda: host_syncs(
             ctx.size(500, 8), ctx.size(64, 4), ctx.size(100, 10), dev,
             check_every=ctx.size(50, 5), impl=impl)},
