@@ -19,7 +19,6 @@ needs_triton = pytest.mark.skipif(
     not (dispatch.interpreter_on() or torch.cuda.is_available()),
     reason="Triton needs CUDA or TRITON_INTERPRET=1 (set by tests/conftest.py)",
 )
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def trajectory(T=200, N=30, seed=0, alpha=1.5, offset=5.0):
@@ -35,10 +34,10 @@ def trajectory(T=200, N=30, seed=0, alpha=1.5, offset=5.0):
 # -- Triton batch moments --------------------------------------------------------------------
 @needs_triton
 @pytest.mark.parametrize("R,N", [(1, 1), (2, 3), (7, 5), (33, 70), (64, 16)])
-def test_triton_moments_match_twin_float32(R, N):
+def test_triton_moments_match_twin_float32(R, N, kernel_device):
     from sgdyn.kernels.streaming_pca_triton import batch_moments_triton
 
-    X = torch.from_numpy(trajectory(R, N, seed=R + N)).float().to(DEV)
+    X = torch.from_numpy(trajectory(R, N, seed=R + N)).float().to(kernel_device)
     mean, m2 = batch_moments_triton(X)
     rmean, rm2 = batch_moments_torch(X.double())
     # float32: centring in float32 then ieee products; error relative to the scatter scale
@@ -49,42 +48,43 @@ def test_triton_moments_match_twin_float32(R, N):
 
 
 @needs_triton
-def test_triton_moments_float64_non_contiguous():
+def test_triton_moments_float64_non_contiguous(kernel_device):
     from sgdyn.kernels.streaming_pca_triton import batch_moments_triton
 
-    big = torch.from_numpy(trajectory(90, 2 * 37, seed=5)).to(DEV)
+    big = torch.from_numpy(trajectory(90, 2 * 37, seed=5)).to(kernel_device)
     X = big[::3, ::2]  # (30, 37), strided
     assert not X.is_contiguous()
     mean, m2 = batch_moments_triton(X, block_n=16, block_r=16)
     rmean, rm2 = batch_moments_torch(X.contiguous())
     torch.testing.assert_close(mean, rmean, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(m2, rm2, rtol=1e-10, atol=1e-10)
-    XT = torch.from_numpy(trajectory(37, 30, seed=6)).to(DEV).T.contiguous().T  # column-major
+    XT = torch.from_numpy(trajectory(37, 30, seed=6)).to(kernel_device)
+    XT = XT.T.contiguous().T  # column-major
     torch.testing.assert_close(batch_moments_triton(XT)[1], batch_moments_torch(XT)[1])
 
 
 @needs_triton
-def test_triton_moments_reject_bad_input():
+def test_triton_moments_reject_bad_input(kernel_device):
     from sgdyn.kernels.streaming_pca_triton import batch_moments_triton
 
     with pytest.raises(ValueError, match="empty batch"):
-        batch_moments_triton(torch.zeros(0, 3, device=DEV))
+        batch_moments_triton(torch.zeros(0, 3, device=kernel_device))
     with pytest.raises(TypeError, match="float32 or float64"):
-        batch_moments_triton(torch.zeros(3, 3, dtype=torch.int32, device=DEV))
+        batch_moments_triton(torch.zeros(3, 3, dtype=torch.int32, device=kernel_device))
     with pytest.raises(ValueError, match="n_features"):
-        batch_moments_triton(torch.zeros(3, device=DEV))
+        batch_moments_triton(torch.zeros(3, device=kernel_device))
 
 
 @needs_triton
 @pytest.mark.parametrize("chunks", [1, 4, 50])
-def test_streaming_pca_on_triton_matches_sklearn(chunks):
+def test_streaming_pca_on_triton_matches_sklearn(chunks, kernel_device):
     X = trajectory(100, 24, seed=chunks)
     ref = PCA().fit(X)
     est = StreamingPCA()
     with dispatch.use_backend("triton"):
         assert dispatch.backend_for(torch.zeros(1)) == "triton"
         for part in np.array_split(X, chunks):
-            est.partial_fit(torch.from_numpy(part).to(DEV))
+            est.partial_fit(torch.from_numpy(part).to(kernel_device))
     est.finalize()
     np.testing.assert_allclose(est.mean_.cpu().numpy(), ref.mean_, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(
@@ -95,7 +95,7 @@ def test_streaming_pca_on_triton_matches_sklearn(chunks):
     np.testing.assert_allclose(comps, ref.components_[:k], atol=1e-7)  # signs: sklearn's own
 
 
-def test_dispatch_routes_batch_moments(monkeypatch):
+def test_dispatch_routes_batch_moments(monkeypatch, kernel_device):
     from sgdyn.kernels import streaming_pca
 
     X = torch.randn(6, 4, dtype=torch.float64)
@@ -109,7 +109,7 @@ def test_dispatch_routes_batch_moments(monkeypatch):
         orig = spt.batch_moments_triton
         monkeypatch.setattr(spt, "batch_moments_triton", lambda X: calls.append(1) or orig(X))
         with dispatch.use_backend("triton"):
-            streaming_pca.batch_moments(X.to(DEV))
+            streaming_pca.batch_moments(X.to(kernel_device))
         assert calls
 
 

@@ -29,7 +29,6 @@ needs_triton = pytest.mark.skipif(
     not (dispatch.interpreter_on() or torch.cuda.is_available()),
     reason="Triton needs CUDA or TRITON_INTERPRET=1 (set by tests/conftest.py)",
 )
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 # float32 tolerances: the kernel uses input_precision="ieee" (no TF32), so it differs from
 # the twin only by summation order over d_out*d_in terms.
@@ -106,13 +105,13 @@ def test_positions_gram_norm_route():
     "S,d_out,d_in,K",
     [(1, 1, 1, 1), (1, 3, 5, 1), (37, 5, 7, 3), (70, 9, 13, 17), (33, 50, 50, 2)],
 )
-def test_triton_matches_twin_float32(S, d_out, d_in, K):
+def test_triton_matches_twin_float32(S, d_out, d_in, K, kernel_device):
     from sgdyn.kernels.per_sample_triton import linear_projections_triton
 
     g = torch.Generator().manual_seed(S * K + d_in)
-    a = torch.randn(S, d_in, generator=g).to(DEV)
-    d = torch.randn(S, d_out, generator=g).to(DEV)
-    P = torch.randn(K, d_out, d_in, generator=g).to(DEV)
+    a = torch.randn(S, d_in, generator=g).to(kernel_device)
+    d = torch.randn(S, d_out, generator=g).to(kernel_device)
+    P = torch.randn(K, d_out, d_in, generator=g).to(kernel_device)
     got = linear_projections_triton(a, d, P)
     assert got.shape == (S, K) and got.dtype == torch.float32
     ref = ref_projections(a, d, P).cpu()
@@ -121,33 +120,33 @@ def test_triton_matches_twin_float32(S, d_out, d_in, K):
 
 
 @needs_triton
-def test_triton_float64_and_small_blocks():
+def test_triton_float64_and_small_blocks(kernel_device):
     from sgdyn.kernels.per_sample_triton import linear_projections_triton
 
     g = torch.Generator().manual_seed(3)
-    a = torch.randn(45, 11, generator=g, dtype=torch.float64).to(DEV)
-    d = torch.randn(45, 6, generator=g, dtype=torch.float64).to(DEV)
-    P = torch.randn(19, 66, generator=g, dtype=torch.float64).to(DEV)
+    a = torch.randn(45, 11, generator=g, dtype=torch.float64).to(kernel_device)
+    d = torch.randn(45, 6, generator=g, dtype=torch.float64).to(kernel_device)
+    P = torch.randn(19, 66, generator=g, dtype=torch.float64).to(kernel_device)
     got = linear_projections_triton(a, d, P, block_s=16, block_k=16, block_f=16)
     assert got.dtype == torch.float64
     torch.testing.assert_close(got.cpu(), ref_projections(a, d, P).cpu(), **TOL64)
 
 
 @needs_triton
-def test_triton_non_contiguous_inputs():
+def test_triton_non_contiguous_inputs(kernel_device):
     from sgdyn.kernels.per_sample_triton import linear_projections_triton
 
     g = torch.Generator().manual_seed(4)
-    a = torch.randn(40, 18, generator=g).to(DEV)[::2, ::2]  # (20, 9), strided
-    d = torch.randn(7, 20, generator=g).to(DEV).T  # (20, 7), transposed
-    P = torch.randn(63, 5, generator=g).to(DEV).T  # (5, 63), column-major
+    a = torch.randn(40, 18, generator=g).to(kernel_device)[::2, ::2]  # (20, 9), strided
+    d = torch.randn(7, 20, generator=g).to(kernel_device).T  # (20, 7), transposed
+    P = torch.randn(63, 5, generator=g).to(kernel_device).T  # (5, 63), column-major
     assert not (a.is_contiguous() or d.is_contiguous() or P.is_contiguous())
     got = linear_projections_triton(a, d, P)
     torch.testing.assert_close(got.cpu().double(), ref_projections(a, d, P).cpu(), **TOL32)
 
 
 @needs_triton
-def test_dispatch_forces_triton(monkeypatch):
+def test_dispatch_forces_triton(monkeypatch, kernel_device):
     from sgdyn.kernels import per_sample_triton
 
     calls = []
@@ -158,7 +157,7 @@ def test_dispatch_forces_triton(monkeypatch):
         return orig(*args, **kw)
 
     monkeypatch.setattr(per_sample_triton, "linear_projections_triton", spy)
-    a, d, P = (torch.randn(*sh).to(DEV) for sh in ((9, 4), (9, 3), (2, 3, 4)))
+    a, d, P = (torch.randn(*sh).to(kernel_device) for sh in ((9, 4), (9, 3), (2, 3, 4)))
     with dispatch.use_backend("torch"):
         ref = linear_projections(a, d, P)
     assert not calls
@@ -243,12 +242,12 @@ def test_mlp_matches_torch_func(param):
 
 
 @needs_triton
-def test_mlp_projections_through_triton():
+def test_mlp_projections_through_triton(kernel_device):
     torch.manual_seed(1)
-    model = MLP().to(DEV)
-    x, y = (t.to(DEV) for t in _mnist_like(19, seed=1))
+    model = MLP().to(kernel_device)
+    x, y = (t.to(kernel_device) for t in _mnist_like(19, seed=1))
     ref = func_per_sample_grads(model, "layers.1.weight", x, y)
-    P = torch.randn(3, 50, 50, device=DEV)
+    P = torch.randn(3, 50, 50, device=kernel_device)
     with dispatch.use_backend("triton"):
         got = per_sample_projections(model, "layers.1.weight", x, y, P)
     torch.testing.assert_close(got, torch.einsum("sij,kij->sk", ref, P), rtol=1e-4, atol=1e-5)
