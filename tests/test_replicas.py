@@ -30,7 +30,7 @@ def test_replicas_equal_separate_runs_with_the_same_seeds():
     spe = x.shape[0] // B
     # R separate runs: the single-run loop and recorder
     ref_w, ref_loss, ref_traj = [], [], []
-    for s, a in zip(SEEDS, LRS):
+    for s, a in zip(SEEDS, LRS, strict=True):
         m = _model(s)
         opt = make_optimizer(m, OptimConfig("sgd", a, B))
         rec = TrajectoryRecorder(m, "layers.1.weight", EPOCHS * spe, dtype=torch.float64)

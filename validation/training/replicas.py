@@ -61,7 +61,10 @@ class Replicas:
                 "runs by B (one Replicas per B) or train them separately"
             )
         shapes = [[(n, tuple(p.shape)) for n, p in m.named_parameters()] for m in models]
-        if any(s != shapes[0] or type(m) is not type(models[0]) for m, s in zip(models, shapes)):
+        if any(
+            s != shapes[0] or type(m) is not type(models[0])
+            for m, s in zip(models, shapes, strict=True)
+        ):
             raise ValueError("replicas must share one architecture (same module type and shapes)")
         if not all(float(a) > 0 for a in lrs):
             raise ValueError(f"learning rates must be positive, got {list(lrs)}")
