@@ -4,9 +4,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_sweeps import CELLS, runs, square_cell
 
 from sgdyn.validation.sweeps import Cell, SweepError, run_cells
-from test_sweeps import CELLS, runs, square_cell
 
 
 def square_group(params_list, cell_dirs):
