@@ -129,7 +129,7 @@ def capture_windows(
             data.x,
             data.y,
             active=active,
-            on_step=(lambda _s: rec.record(rep.snapshot(probe), rows)) if rows else None,
+            on_step=(lambda _s, rows=rows: rec.record(rep.snapshot(probe), rows)) if rows else None,
         )
         full = rep.full_loss(data.x, data.y).cpu()
         worst = step_losses.max(dim=1).values.cpu()
