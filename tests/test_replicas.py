@@ -85,3 +85,20 @@ def test_mismatched_batch_sizes_and_architectures_are_refused():
     other = build_model("mlp", 20, (12, 9)).double()
     with pytest.raises(ValueError, match="architecture"):
         Replicas([_model(0), other], [0.1, 0.1], 10, [0, 1])
+
+
+@pytest.mark.parametrize("kind", ["loss_fn", "compile"])
+def test_custom_loss_and_compiled_step_equal_the_default(kind):
+    x, y = _data()
+    ref = Replicas([_model(s) for s in SEEDS], LRS, B, SEEDS)
+    if kind == "loss_fn":
+        other = Replicas(
+            [_model(s) for s in SEEDS], LRS, B, SEEDS,
+            loss_fn=lambda z, t: torch.nn.functional.cross_entropy(z, t),
+        )  # fmt: skip
+    else:
+        other = Replicas([_model(s) for s in SEEDS], LRS, B, SEEDS, compile="aot_eager")
+    la, lb = ref.train_epoch(x, y), other.train_epoch(x, y)
+    torch.testing.assert_close(la, lb, rtol=1e-10, atol=1e-10)
+    for k in ref.params:
+        torch.testing.assert_close(ref.params[k], other.params[k], rtol=1e-10, atol=1e-10)

@@ -34,7 +34,10 @@ class Replicas:
     points); ``lrs``: one learning rate per replica; ``batch_size``: B, one int or one per
     replica (they must all be equal: replicas with different B take different numbers of
     steps per epoch and are refused); ``seeds``: one per replica, keying its data order
-    (``torch.Generator().manual_seed(seed)``, the generator of a single run).
+    (``torch.Generator().manual_seed(seed)``, the generator of a single run). ``compile``:
+    forward and gradient of all replicas as one :func:`torch.compile` graph (a one-off
+    compilation of seconds; then ~1.3x faster steps on the CPU; a string names the
+    backend).
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class Replicas:
         batch_size: int | Sequence[int],
         seeds: Sequence[int],
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        compile: bool | str = False,
     ):
         models = list(models)
         R = len(models)
@@ -77,16 +81,38 @@ class Replicas:
         self.lrs = torch.tensor([float(a) for a in lrs], device=self.device, dtype=dtype)
         self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
         self.base = copy.deepcopy(models[0]).to("meta")
-        self.loss_fn = F.cross_entropy if loss_fn is None else loss_fn
+        self.loss_fn = loss_fn
 
         def loss_one(p, b, xb, yb):
             return self.loss_fn(functional_call(self.base, (p, b), (xb,)), yb)
 
+        def ce_all(p, b, xb, yb):  # cross-entropy of all replicas in one call (no vmap rule)
+            logits = vmap(logits_one, in_dims=(0, 0, 0))(p, b, xb)
+            R, Bn = yb.shape
+            ce = F.cross_entropy(logits.reshape(R * Bn, -1), yb.reshape(-1), reduction="none")
+            return ce.view(R, Bn).mean(dim=1)
+
         def logits_one(p, b, x):
             return functional_call(self.base, (p, b), (x,))
 
-        self._grad = vmap(grad_and_value(loss_one))
+        # the forward pass is vmapped, the backward is plain autograd on the stacked
+        # parameters (the replicas' losses are independent, so the gradient of their sum is
+        # each replica's own gradient): 1.4x faster on the CPU than vmap(grad(...))
+        self._losses = ce_all if loss_fn is None else vmap(loss_one)
         self._logits = vmap(logits_one, in_dims=(0, 0, None))
+        self._compiled = None
+        if compile:  # forward + gradient as one torch.compile graph (update stays eager)
+
+            def grads_and_losses(p, b, xb, yb):
+                def total(q):
+                    losses = self._losses(q, b, xb, yb)
+                    return losses.sum(), losses
+
+                g, (_, losses) = grad_and_value(total, has_aux=True)(p)
+                return g, losses
+
+            backend = compile if isinstance(compile, str) else "inductor"
+            self._compiled = torch.compile(grads_and_losses, dynamic=False, backend=backend)
 
     # -- training ---------------------------------------------------------------------------
     def epoch_perms(self, n: int, active: Sequence[bool] | None = None) -> torch.Tensor:
@@ -120,8 +146,9 @@ class Replicas:
         steps = n // B
         losses = torch.empty(self.R, steps, device=self.device, dtype=self.lrs.dtype)
         for s in range(steps):
-            idx = perms[:, s * B : (s + 1) * B]
-            self.step(x[idx], y[idx], mask, losses[:, s])
+            idx = perms[:, s * B : (s + 1) * B].reshape(-1)
+            xb = x.index_select(0, idx).view(self.R, B, *x.shape[1:])
+            self.step(xb, y.index_select(0, idx).view(self.R, B), mask, losses[:, s])
             if on_step is not None:
                 on_step(s)
         return losses
@@ -129,14 +156,22 @@ class Replicas:
     @torch.no_grad()
     def step(self, xb: torch.Tensor, yb: torch.Tensor, mask=None, loss_out=None) -> None:
         """One SGD step of every replica on its own minibatch ``xb`` (R, B, ...)."""
-        with torch.enable_grad():
-            grads, loss = self._grad(self.params, self.buffers, xb, yb)
-        for k, p in self.params.items():
+        names = list(self.params)
+        if self._compiled is not None:
+            g, loss = self._compiled(self.params, self.buffers, xb, yb)
+            grads = [g[k] for k in names]
+        else:
+            with torch.enable_grad():
+                leaves = {k: self.params[k].requires_grad_(True) for k in names}
+                loss = self._losses(leaves, self.buffers, xb, yb)
+                grads = torch.autograd.grad(loss.sum(), [leaves[k] for k in names])
+        for k, g in zip(names, grads, strict=True):
+            p = self.params[k].requires_grad_(False)
             lr = self.lrs.view(-1, *([1] * (p.ndim - 1)))
-            new = p - lr * grads[k]
-            if mask is not None:
-                new = torch.where(mask.view_as(lr), new, p)
-            p.copy_(new)
+            if mask is None:
+                p.addcmul_(lr, g, value=-1.0)
+            else:
+                p.copy_(torch.where(mask.view_as(lr), p - lr * g, p))
         if loss_out is not None:
             loss_out.copy_(loss.detach())
 
