@@ -4,7 +4,7 @@ w <- w - alpha grad L^mu(w), three ways, with the same numbers.
 ``mode="eager"``: forward, backward and a fused ``torch._foreach_add_`` update (what
 ``torch.optim.SGD`` does, without its per-step Python bookkeeping). ``mode="compile"``: forward
 and gradient (:func:`torch.func.grad_and_value`) are one graph compiled by
-:func:`torch.compile`; the same fused in-place update follows. ``mode="graph"`` (CUDA
+:func:`torch.compile` together with the update, copied back in place. ``mode="graph"`` (CUDA
 only): the eager step is captured once in a CUDA graph with static minibatch buffers and
 replayed, removing the per-kernel launch cost that bounds a small MLP on a GPU.
 
@@ -70,19 +70,19 @@ class FastSGD:
             return self.loss_fn(functional_call(self.model, p, (xb,)), yb)
 
         grads, loss = grad_and_value(loss_of)(params)
-        return [grads[k] for k in params], loss
+        return [p - self.lr * grads[k] for k, p in params.items()], loss
 
     def _compile_step(self, xb, yb) -> torch.Tensor:
-        # the compiled graph returns the gradients; the in-place update stays outside it
-        # (one fused foreach op, bit-identical to the eager update)
+        # the compiled graph returns the updated weights (forward, gradient and update fused;
+        # equal to the eager update up to float rounding); one foreach copy writes them back
         if self._compiled is None:
             self._compiled = torch.compile(
                 self._functional_grads, dynamic=False, backend=self.backend
             )
         ps = list(self.params.values())
         with torch.no_grad():
-            grads, loss = self._compiled({k: p.detach() for k, p in self.params.items()}, xb, yb)
-            torch._foreach_add_(ps, grads, alpha=-self.lr)
+            new, loss = self._compiled({k: p.detach() for k, p in self.params.items()}, xb, yb)
+            torch._foreach_copy_(ps, new)
         return loss
 
     def _graph_step(self, xb, yb) -> torch.Tensor:
