@@ -77,3 +77,15 @@ def test_ray_engine_runs_a_grid_and_resumes_after_a_deleted_cell(tmp_path, local
     )  # fmt: skip
     assert [r.result["y"] for r in res] == [4, 9]
     assert (tmp_path / "g" / "cells" / "a" / "group_size.txt").read_text() == "2"
+
+
+@pytest.mark.slow  # the fast version: test_ray_engine_runs_a_grid_and_resumes_after_a_deleted_cell
+def test_flatness_grid_on_ray_equals_the_local_engine(tmp_path, local_ray):
+    from sgdyn.validation.studies.flatness_grid import QUICK, GridConfig, run_grid
+
+    cfg = GridConfig.from_dict(dict(QUICK, quick=True), lrs=(0.1, 0.2), batch_sizes=(50,))
+    cfg.device = "cpu"
+    a = run_grid(cfg, tmp_path / "ray", engine="ray")
+    b = run_grid(cfg, tmp_path / "local")
+    assert a["sweep"]["engine"] == "ray"
+    assert [r["psi"] for r in a["runs"]] == [r["psi"] for r in b["runs"]]

@@ -65,7 +65,7 @@ class FastSGD:
             torch._foreach_add_(ps, grads, alpha=-self.lr)
         return loss.detach()
 
-    def _functional_grads(self, params: dict, xb: torch.Tensor, yb: torch.Tensor):
+    def _functional_update(self, params: dict, xb: torch.Tensor, yb: torch.Tensor):
         def loss_of(p):
             return self.loss_fn(functional_call(self.model, p, (xb,)), yb)
 
@@ -77,7 +77,7 @@ class FastSGD:
         # equal to the eager update up to float rounding); one foreach copy writes them back
         if self._compiled is None:
             self._compiled = torch.compile(
-                self._functional_grads, dynamic=False, backend=self.backend
+                self._functional_update, dynamic=False, backend=self.backend
             )
         ps = list(self.params.values())
         with torch.no_grad():
