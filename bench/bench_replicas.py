@@ -135,8 +135,10 @@ def gpu_cases(ctx=None):
 
 def main():
     data = setup_data()
-    print(f"R={R} replicas of 784-50-50-10, B={B}, one epoch of mnist5k with capture; "
-          f"{DEVICE}, torch threads = {torch.get_num_threads()}; best of 5, interleaved")  # fmt: skip
+    print(
+        f"R={R} replicas of 784-50-50-10, B={B}, one epoch of mnist5k with capture; "
+        f"{DEVICE}, torch threads = {torch.get_num_threads()}; best of 5, interleaved"
+    )
     for pca in (False, True):
         seq, bat, comp = _best(
             [
