@@ -77,6 +77,9 @@ def test_ray_engine_runs_a_grid_and_resumes_after_a_deleted_cell(tmp_path, local
     )  # fmt: skip
     assert [r.result["y"] for r in res] == [4, 9]
     assert (tmp_path / "g" / "cells" / "a" / "group_size.txt").read_text() == "2"
+    # a request the cluster can never satisfy is refused instead of waiting forever
+    with pytest.raises(SweepError, match="Ray cluster has"):
+        run_cells(square_cell, [Cell("z", {"x": 1})], tmp_path, engine="ray", gpus_per_cell=1)
 
 
 @pytest.mark.slow  # the fast version: test_ray_engine_runs_a_grid_and_resumes_after_a_deleted_cell

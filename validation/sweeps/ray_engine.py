@@ -54,11 +54,21 @@ def run_ray(
     remote = ray.remote(_remote_run)
     out_abs = str(Path(out).resolve())
     try:
-        pending = {}
+        asks = []
         for t in tasks:
             res = t.resources
             gpu = float(gpus_per_cell if gpus_per_cell is not None else res.get("gpu", 0) or 0)
-            cpu = float(res.get("cpu", threads) or threads)
+            asks.append((float(res.get("cpu", threads) or threads), gpu))
+        have = ray.cluster_resources()
+        cpu_max, gpu_max = max(a[0] for a in asks), max(a[1] for a in asks)
+        if cpu_max > have.get("CPU", 0) or gpu_max > have.get("GPU", 0):
+            raise SweepError(
+                f"a task asks for {cpu_max:g} CPU and {gpu_max:g} GPU but the Ray cluster has "
+                f"{have.get('CPU', 0):g} CPU and {have.get('GPU', 0):g} GPU in all; lower "
+                "--gpus-per-cell / --threads or add nodes"
+            )
+        pending = {}
+        for t, (cpu, gpu) in zip(tasks, asks, strict=True):
             ref = remote.options(num_cpus=cpu, num_gpus=gpu).remote(t, out_abs, threads)
             pending[ref] = t
         while pending:
