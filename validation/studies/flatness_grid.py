@@ -208,9 +208,11 @@ def run_grid(
     if rd.start():
         return rd.summary()
     t0 = time.perf_counter()
+    # what a Ray task asks for (the local engine ignores it): one GPU per task on CUDA unless
+    # --gpus-per-cell says otherwise
+    resources = {"cpu": max(1, threads), "gpu": 1 if str(cfg.device).startswith("cuda") else 0}
     cell_list = [
-        Cell(f"B{j['capture']['batch_size']}_lr{j['capture']['lr']:g}", j, {"cpu": max(1, threads)})
-        for j in cells
+        Cell(f"B{j['capture']['batch_size']}_lr{j['capture']['lr']:g}", j, resources) for j in cells
     ]
     done = run_cells(
         run_cell,
