@@ -12,6 +12,7 @@ that diverges or does not learn returns its exception instead of stopping the ot
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -28,6 +29,8 @@ from sgdyn.validation.studies.capture import (
 )
 from sgdyn.validation.training.loop import OptimConfig, check_finite
 from sgdyn.validation.training.replicas import ReplicaRecorder, Replicas
+
+log = logging.getLogger(__name__)
 
 # settings that may differ between the replicas of one group (each follows its own schedule)
 PER_REPLICA = ("lr", "seed", "window_start", "min_epochs", "settle_epochs", "max_epochs")
@@ -118,6 +121,7 @@ def capture_windows(
                             f"no transition within max_epochs={c.max_epochs}; the window starts "
                             "there (pass --window-start or raise --max-epochs)"
                         )
+                        log.warning(reason[r])
                         begin_window(r)
             except Exception as e:  # noqa: BLE001
                 state[r], errors[r] = "failed", e
