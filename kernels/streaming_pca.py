@@ -86,6 +86,36 @@ class StreamingPCA(BasePCA):
         self.n_samples_seen_, self.n_features_in_ = int(n), int(N)
         return self.finalize()
 
+    @classmethod
+    def fit_batched(
+        cls, X: torch.Tensor, n_components: int | None = None, dtype: torch.dtype = torch.float64
+    ) -> list[StreamingPCA]:
+        """Fit R independent windows at once: ``X`` is (R, n, N), one window per replica; returns
+        R fitted estimators equal to ``StreamingPCA().fit(X[r])``. With n < N the R Gram
+        matrices (R, n, n) are formed with one batched matmul and decomposed by one batched
+        ``eigh``; otherwise each window is fitted on its own."""
+        if not isinstance(X, torch.Tensor) or X.ndim != 3:
+            raise ValueError("fit_batched needs an (R, n_snapshots, n_features) tensor")
+        R, n, N = X.shape
+        if n < 2 or n >= N:
+            return [cls(n_components, dtype).fit(X[r]) for r in range(R)]
+        if not torch.isfinite(X).all():
+            raise ValueError(
+                "snapshots contain NaN/Inf: training diverged (lower the learning rate)"
+            )
+        Xd = X.to(dtype)
+        mean = Xd.mean(dim=1, keepdim=True)
+        Xc = Xd - mean
+        evals, U = torch.linalg.eigh(Xc @ Xc.transpose(1, 2))
+        out = []
+        for r in range(R):
+            est = cls(n_components, dtype)
+            est._svd = _svd_from_gram(Xc[r], evals[r], U[r])
+            est._mean = mean[r, 0]
+            est.n_samples_seen_, est.n_features_in_ = int(n), int(N)
+            out.append(est.finalize())
+        return out
+
     def covariance(self) -> torch.Tensor:
         """The exact sample covariance M2 / (n - 1), (N, N)."""
         n = self.__dict__.get("n_samples_seen_", 0)
@@ -117,6 +147,11 @@ def _thin_svd_gram(Xc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     Directions with zero singular value (rank <= n - 1 after centring) are dropped.
     """
     evals, U = torch.linalg.eigh(Xc @ Xc.T)
+    return _svd_from_gram(Xc, evals, U)
+
+
+def _svd_from_gram(Xc: torch.Tensor, evals: torch.Tensor, U: torch.Tensor):
+    """S and Vh of ``Xc`` from the eigenpairs (ascending) of its Gram matrix ``Xc Xc^T``."""
     evals, U = evals.flip(0), U.flip(1)
     keep = evals > evals[0] * Xc.shape[1] * torch.finfo(Xc.dtype).eps
     evals, U = evals[keep], U[:, keep]

@@ -35,6 +35,12 @@ RUN_OPTIONS = {
     "config",
     "print_config",
     "command",
+    # add_sweep_options
+    "engine",
+    "address",
+    "jobs",
+    "gpus_per_cell",
+    "no_batch",
 }
 
 
@@ -167,3 +173,47 @@ def execute(args, *, config_cls, run, quick: dict | None = None, describe=None) 
         print(line)
     print(f"wrote {out}: " + ", ".join(summary.get("files", [])))
     return 0
+
+
+def add_sweep_options(p) -> None:
+    """``--engine --address --jobs --gpus-per-cell --no-batch`` of commands that run a sweep
+    through :func:`sgdyn.validation.sweeps.run_cells` (run options, not study settings)."""
+    g = p.add_argument_group("sweep options")
+    g.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: processes on this machine; ray: Ray tasks (pip install -e '.[cluster]')",
+    )
+    g.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (from `ray start --head`; 'auto' finds a local one); "
+        "none: a Ray instance for this run only",
+    )
+    g.add_argument("--jobs", type=int, default=1, help="parallel processes (local engine)")
+    g.add_argument(
+        "--gpus-per-cell",
+        type=float,
+        default=None,
+        help="GPUs each Ray task asks for (a fraction packs several on one card)",
+    )
+    g.add_argument(
+        "--no-batch",
+        action="store_true",
+        help="one run per cell instead of training the cells that share B and model together",
+    )
+
+
+def sweep_kwargs(args) -> dict:
+    """The keyword arguments of ``run_cells`` / a study's runner from the sweep options."""
+    if args.engine != "ray" and (args.address is not None or args.gpus_per_cell is not None):
+        raise ValueError("--address and --gpus-per-cell apply to --engine ray only")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.gpus_per_cell is not None and args.gpus_per_cell < 0:
+        raise ValueError(f"--gpus-per-cell must be >= 0, got {args.gpus_per_cell}")
+    kw = {"engine": args.engine, "jobs": args.jobs, "batch": not args.no_batch}
+    if args.engine == "ray":
+        kw.update(address=args.address, gpus_per_cell=args.gpus_per_cell)
+    return kw

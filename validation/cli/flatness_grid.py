@@ -4,13 +4,22 @@ For every (B, alpha): train, capture a window in the exploration phase, measure 
 flatness F_i of the first PCA directions (e-width and quadratic fit) around the window's last
 snapshot and fit sigma_i^2 ~ F_i^-psi over the diffusive modes i >= 2 (Eq 8)
 (``sgdyn.validation.studies.flatness_grid``). Independent runs go to separate processes
-(``--jobs``, each with ``--threads`` torch threads). Writes summary.json, arrays.npz,
+(``--jobs``, each with ``--threads`` torch threads) or to a Ray cluster (``--engine ray
+--address ADDR``); the cells that share B and the model train together as replicas
+(``--no-batch``: one run per cell; the numbers are equal). Writes summary.json, arrays.npz,
 fig2d_grid.png, report.md and report.html to ``--out``.
 """
 
 from __future__ import annotations
 
-from .common import add_common_options, execute, float_list, int_list
+from .common import (
+    add_common_options,
+    add_sweep_options,
+    execute,
+    float_list,
+    int_list,
+    sweep_kwargs,
+)
 
 NAME = "flatness-grid"
 HELP = "variance-flatness exponent psi over a grid of batch sizes and learning rates (Fig 2D)"
@@ -20,6 +29,7 @@ MODELS = ("mlp", "lenet-mnist", "lenet-cifar")
 
 def add_arguments(p) -> None:
     add_common_options(p)
+    add_sweep_options(p)
     p.add_argument(
         "--dataset",
         choices=DATASETS,
@@ -57,7 +67,6 @@ def add_arguments(p) -> None:
         "--landscape-modes", type=int, default=100, help="PCA directions whose flatness is measured"
     )
     p.add_argument("--tol", type=float, default=1e-3, help="relative e-width tolerance")
-    p.add_argument("--jobs", type=int, default=1, help="parallel processes")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -77,10 +86,12 @@ def _describe(s):
 def run(args) -> int:
     from sgdyn.validation.studies.flatness_grid import QUICK, GridConfig, run_grid
 
+    sweep = sweep_kwargs(args)
+
     return execute(
         args,
         config_cls=GridConfig,
-        run=lambda cfg, out, **kw: run_grid(cfg, out, jobs=args.jobs, threads=args.threads, **kw),
+        run=lambda cfg, out, **kw: run_grid(cfg, out, threads=args.threads, **sweep, **kw),
         quick=QUICK,
         describe=_describe,
     )

@@ -3,7 +3,8 @@
 For every (B, alpha) cell: train, capture a window in the exploration phase, measure the
 flatness F_i of the first PCA directions (e-width and quadratic fit) around the window's last
 snapshot and fit sigma_i^2 ~ F_i^-psi over the diffusive modes i >= 2 (Eq 8). ``run_grid``
-runs the cells (in separate processes with ``jobs > 1``) into a run directory: summary.json,
+runs the cells through the sweep runner (the cells sharing B train together as replicas;
+separate processes with ``jobs > 1``, or a Ray cluster) into a run directory: summary.json,
 arrays.npz, fig2d_grid.png, report.md and report.html.
 """
 
@@ -26,13 +27,49 @@ NAME = "flatness-grid"
 def run_cell(job: dict, cell_dir: Path | None = None) -> dict:
     """One (B, alpha) cell: capture, flatness, psi. A sweep-runner cell function: the
     per-mode arrays go to ``cell_dir/arrays.npz``, the returned record is JSON."""
-    from sgdyn.validation.probes.network_landscape import NetworkLandscape
     from sgdyn.validation.studies.capture import CaptureConfig, capture_window
-    from sgdyn.validation.studies.reproduce.landscape_stage import analyse_flatness
 
     t0 = time.perf_counter()
-    cfg = CaptureConfig(**job["capture"])
-    cap = capture_window(cfg, progress=False)
+    cap = capture_window(CaptureConfig(**job["capture"]), progress=False)
+    return analyse_cell(cap, job, cell_dir, time.perf_counter() - t0)
+
+
+def run_group(jobs: list[dict], cell_dirs: list[Path]) -> list[dict | Exception]:
+    """Cells that share B and the model, captured at once as replicas
+    (:func:`~sgdyn.validation.studies.capture_replicas.capture_windows`), then analysed one by
+    one as :func:`run_cell` does; a group-runner function of the sweep runner."""
+    from sgdyn.validation.studies.capture import CaptureConfig
+    from sgdyn.validation.studies.capture_replicas import capture_windows
+
+    t0 = time.perf_counter()
+    caps = capture_windows([CaptureConfig(**j["capture"]) for j in jobs])
+    t_cap = (time.perf_counter() - t0) / len(jobs)
+    out = []
+    for cap, job, d in zip(caps, jobs, cell_dirs, strict=True):
+        if isinstance(cap, Exception):
+            out.append(cap)
+            continue
+        try:
+            out.append(analyse_cell(cap, job, d, t_cap))
+        except Exception as e:  # noqa: BLE001 - one cell's failure must not stop the group
+            out.append(e)
+    return out
+
+
+def cell_group(cell: Cell) -> tuple:
+    """Cells with equal keys train together as replicas (same B, model, data, window)."""
+    from sgdyn.validation.studies.capture import CaptureConfig
+    from sgdyn.validation.studies.capture_replicas import group_key
+
+    return group_key(CaptureConfig(**cell.params["capture"]))
+
+
+def analyse_cell(cap, job: dict, cell_dir: Path | None, time_capture_s: float) -> dict:
+    """Flatness and psi of one captured window; arrays to ``cell_dir/arrays.npz``."""
+    from sgdyn.validation.probes.network_landscape import NetworkLandscape
+    from sgdyn.validation.studies.reproduce.landscape_stage import analyse_flatness
+
+    cfg = cap.config
     t1 = time.perf_counter()
     land = NetworkLandscape(cap.model, cap.probe, cap.data, batch_size=cfg.batch_size)
     w0 = cap.trajectory[-1].to(land.dtype)
@@ -54,7 +91,7 @@ def run_cell(job: dict, cell_dir: Path | None = None) -> dict:
         "window_start_epoch": cap.window_start_epoch,
         "window_reason": cap.window_reason,
         "summary": summ,
-        "time_capture_s": t1 - t0,
+        "time_capture_s": time_capture_s,
         "time_landscape_s": t2 - t1,
     }
 
@@ -156,11 +193,14 @@ def run_grid(
     jobs: int = 1,
     threads: int = 1,
     engine: str = "local",
+    batch: bool = True,
     **engine_options,
 ) -> dict:
     """Run every cell through the sweep runner (``engine``, ``jobs`` processes, ``threads``
     torch threads each) into the run directory ``out``; return the summary (the finished one
-    if ``out`` already holds it). Finished cells (``out/cells/<key>``) are not rerun."""
+    if ``out`` already holds it). Finished cells (``out/cells/<key>``) are not rerun.
+    ``batch``: the cells that share B and the model train together as replicas
+    (:func:`run_group`, one task per group); False: one task per cell (:func:`run_cell`)."""
     if jobs < 1:
         raise ValueError("--jobs must be >= 1")
     cells = grid_jobs(cfg, threads)
@@ -168,9 +208,11 @@ def run_grid(
     if rd.start():
         return rd.summary()
     t0 = time.perf_counter()
+    # what a Ray task asks for (the local engine ignores it): one GPU per task on CUDA unless
+    # --gpus-per-cell says otherwise
+    resources = {"cpu": max(1, threads), "gpu": 1 if str(cfg.device).startswith("cuda") else 0}
     cell_list = [
-        Cell(f"B{j['capture']['batch_size']}_lr{j['capture']['lr']:g}", j, {"cpu": max(1, threads)})
-        for j in cells
+        Cell(f"B{j['capture']['batch_size']}_lr{j['capture']['lr']:g}", j, resources) for j in cells
     ]
     done = run_cells(
         run_cell,
@@ -181,6 +223,8 @@ def run_grid(
         threads=max(1, threads),
         force=force,
         progress=progress,
+        group_by=cell_group if batch else None,
+        group_fn=run_group if batch else None,
         **engine_options,
     )
     failed = [r for r in done if r.status == "failed"]
@@ -222,6 +266,7 @@ def run_grid(
             }
         )
     summary = {"jobs": jobs, "wall_s": wall, "runs": rows, "paper_psi": 4.0}
+    summary["sweep"] = {"engine": engine, "batched_replicas": bool(batch)}
     lines = [
         "# Variance-flatness exponent over (B, alpha) (Fig 2D, Eq 8)",
         "",

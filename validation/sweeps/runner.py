@@ -132,22 +132,102 @@ def _execute(fn: Callable | str, key: str, params: dict, out: str) -> dict:
     return {"key": key, "status": "done", **rec}
 
 
-def _run_local(fn, todo: Sequence[Cell], out: Path, *, jobs: int, threads: int, progress, **_):
+@dataclass(frozen=True)
+class Task:
+    """What an engine schedules: one cell (``group_fn`` None) or a group of cells run by one
+    call of ``fn(params_list, cell_dirs) -> list[dict | Exception]`` (e.g. R replicas)."""
+
+    fn: str
+    cells: tuple
+    grouped: bool = False
+
+    @property
+    def resources(self) -> dict:
+        """Per-task resources: the largest request of its cells."""
+        res: dict = {}
+        for c in self.cells:
+            for k, v in c.resources.items():
+                res[k] = max(res.get(k, 0), v)
+        return res
+
+
+def execute_group(fn: Callable | str, keys, params_list, out: str, threads: int) -> list[dict]:
+    """Run a group of cells with one call of ``fn(params_list, cell_dirs)`` and write every
+    cell's folder as :func:`execute_cell` does; an exception of the whole call (or an
+    exception returned for one cell) fails those cells only."""
+    import torch
+
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    dirs = [cell_dir(Path(out), k) for k in keys]
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "error.json").unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    try:
+        try:
+            results = list(resolve(fn)([dict(p) for p in params_list], dirs))
+            if len(results) != len(keys):
+                raise TypeError(f"group function returned {len(results)} results for {len(keys)}")
+            tb = ""
+        except Exception as e:  # noqa: BLE001 - the group's failure fails its cells only
+            results, tb = [e] * len(keys), traceback.format_exc()
+        wall = (time.perf_counter() - t0) / max(1, len(keys))
+        recs = []
+        for k, p, d, res in zip(keys, params_list, dirs, results, strict=True):
+            if isinstance(res, dict):
+                try:
+                    json.dumps(res, default=str)
+                except TypeError as e:
+                    res = e
+            if not isinstance(res, dict):
+                err = (
+                    res
+                    if isinstance(res, Exception)
+                    else TypeError(f"group function returned {type(res).__name__}, expected dict")
+                )
+                rec = {
+                    "key": k,
+                    "params": p,
+                    "error": f"{type(err).__name__}: {err}".splitlines()[0],
+                    "traceback": tb or "".join(traceback.format_exception(err)),
+                    "wall_s": wall,
+                }
+                _write_json(d / "error.json", rec)
+                recs.append({"key": k, "status": "failed", **rec})
+                continue
+            rec = {"key": k, "params": p, "result": res, "wall_s": wall}
+            _write_json(d / "result.json", rec)  # last: marks the cell finished
+            recs.append({"key": k, "status": "done", **rec})
+        return recs
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def run_task(task: Task, out: str, threads: int) -> list[dict]:
+    """Execute one :class:`Task` in this process (what every engine's worker calls)."""
+    if task.grouped:
+        return execute_group(
+            task.fn, [c.key for c in task.cells], [c.params for c in task.cells], out, threads
+        )
+    c = task.cells[0]
+    return [execute_cell(task.fn, c.key, c.params, out, threads)]
+
+
+def _run_local(tasks: Sequence[Task], out: Path, *, jobs: int, threads: int, progress, **_):
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     if jobs == 1:
-        for c in todo:
-            yield execute_cell(fn_name(fn), c.key, c.params, str(out), threads)
+        for t in tasks:
+            yield from run_task(t, str(out), threads)
         return
     with ProcessPoolExecutor(max_workers=jobs) as ex:
-        futs = [
-            ex.submit(execute_cell, fn_name(fn), c.key, c.params, str(out), threads) for c in todo
-        ]
+        futs = [ex.submit(run_task, t, str(out), threads) for t in tasks]
         for f in as_completed(futs):
-            yield f.result()
+            yield from f.result()
 
 
-def _run_ray(fn, todo, out, **kw):
+def _run_ray(tasks, out, **kw):
     try:
         from .ray_engine import run_ray
     except ModuleNotFoundError as e:
@@ -156,9 +236,11 @@ def _run_ray(fn, todo, out, **kw):
                 "--engine ray needs Ray: install the cluster extra, pip install -e '.[cluster]'"
             ) from None
         raise
-    yield from run_ray(fn, todo, out, **kw)
+    yield from run_ray(tasks, out, **kw)
 
 
+# an engine: ``engine(tasks, out, *, jobs, threads, progress, **options)`` yields one record
+# (the dict of execute_cell) per cell as cells finish
 ENGINES: dict[str, Callable] = {"local": _run_local, "ray": _run_ray}
 
 
@@ -192,18 +274,28 @@ def run_cells(
     threads: int = 1,
     force: bool = False,
     progress: bool = False,
+    group_by: Callable[[Cell], object] | None = None,
+    group_fn: Callable | str | None = None,
     **engine_options,
 ) -> list[CellResult]:
     """Run every unfinished cell with ``engine``; return one :class:`CellResult` per cell, in
     the order of ``cells``. ``jobs`` worker processes (local engine), ``threads`` torch threads
-    per worker. ``force`` reruns finished cells."""
+    per worker. ``force`` reruns finished cells.
+
+    Grouped cells: with ``group_fn`` (``fn(params_list, cell_dirs) -> list[dict | Exception]``,
+    a top-level function or ``"module:function"``) the unfinished cells with equal
+    ``group_by(cell)`` run as one task (e.g. replicas sharing B and architecture trained at
+    once); each cell still gets its own folder and result, exactly as with ``fn``."""
     if engine not in ENGINES:
         raise SweepError(f"unknown engine {engine!r}; choose one of {available_engines()}")
     if jobs < 1 or threads < 1:
         raise SweepError("--jobs and --threads must be >= 1")
     validate_cells(cells)
-    if not isinstance(fn, str) and "<locals>" in fn_name(fn):
-        raise SweepError("the cell function must be a top-level function (workers import it)")
+    for f in (fn, group_fn):
+        if f is not None and not isinstance(f, str) and "<locals>" in fn_name(f):
+            raise SweepError("the cell function must be a top-level function (workers import it)")
+    if group_fn is not None and group_by is None:
+        raise SweepError("group_fn needs group_by (the key that decides which cells run together)")
     out = Path(out)
     results: dict[str, CellResult] = {}
     todo = []
@@ -220,10 +312,15 @@ def run_cells(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(todo), desc="cells", unit="cell", leave=False)
+    if group_fn is None:
+        tasks = [Task(fn_name(fn), (c,)) for c in todo]
+    else:
+        groups: dict = {}
+        for c in todo:
+            groups.setdefault(group_by(c), []).append(c)
+        tasks = [Task(fn_name(group_fn), tuple(g), True) for g in groups.values()]
     runner = ENGINES[engine]
-    for rec in runner(
-        fn, todo, out, jobs=jobs, threads=threads, progress=progress, **engine_options
-    ):
+    for rec in runner(tasks, out, jobs=jobs, threads=threads, progress=progress, **engine_options):
         results[rec["key"]] = CellResult(
             rec["key"],
             rec["params"],
