@@ -164,13 +164,16 @@ def test_fisher_vs_per_sample_autograd_loop_on_mlp():
     assert torch.allclose(got, ref, rtol=1e-10)
 
 
+Z, E = torch.zeros(4), torch.eye(4)
+
+
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: LDCPenalty(torch.zeros(4), torch.eye(4)[:3], torch.ones(3), 1.0, n_components=5), "Nc = 5"),
-        (lambda: LDCPenalty(torch.zeros(4), torch.eye(4), torch.ones(4), -1.0), "lambda"),
-        (lambda: LDCPenalty(torch.zeros(4), torch.eye(4), torch.tensor([1, 0.0, 1, 1]), 1.0), "flatness"),
-        (lambda: LDCPenalty(torch.zeros(4), torch.eye(4), torch.tensor([1, float("nan"), 1, 1]), 1.0), "flatness"),
+        (lambda: LDCPenalty(Z, E[:3], torch.ones(3), 1.0, n_components=5), "Nc = 5"),
+        (lambda: LDCPenalty(Z, E, torch.ones(4), -1.0), "lambda"),
+        (lambda: LDCPenalty(Z, E, torch.tensor([1, 0.0, 1, 1]), 1.0), "flatness"),
+        (lambda: LDCPenalty(Z, E, torch.tensor([1, float("nan"), 1, 1]), 1.0), "flatness"),
         (lambda: EWCPenalty(torch.zeros(4), torch.ones(4), -2.0), "lambda"),
         (lambda: EWCPenalty(torch.zeros(4), torch.ones(3), 1.0), "Fisher"),
         (lambda: EWCPenalty(torch.zeros(4), torch.ones(4), 1.0, top_k=9), "top_k"),
