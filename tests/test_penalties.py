@@ -188,3 +188,39 @@ def test_fisher_kind_refused():
     m, x, y = _softmax_regression()
     with pytest.raises(ValueError, match="empirical"):
         diagonal_fisher(m, x, y, params="0.weight", kind="sampled")
+
+
+def test_step_stable_form_equals_implicit_step_and_never_diverges():
+    """With lr the explicit SGD step on the penalty alone equals the backward-Euler step of
+    Eq 15 (solved directly), for any lam; explicit Eq 15 diverges where alpha k > 2."""
+    N, lr = 12, 0.1
+    P = _orthonormal(N, 5, seed=7)
+    Fv = torch.tensor([0.1, 0.5, 1.0, 2.0, 5.0], dtype=torch.float64)
+    w1 = torch.zeros(N, dtype=torch.float64)
+    w = torch.randn(N, dtype=torch.float64)
+    for lam in (0.1, 10.0, 1e6):
+        pen = LDCPenalty(w1, P, Fv, lam, lr=lr)
+        x = w.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(pen.value(x), x)
+        explicit = w - lr * g
+        # implicit step: w' = w - lr * grad(Eq 15)(w'), solved as a linear system
+        H = 2 * lam * P.T @ torch.diag(1 / Fv**2) @ P
+        implicit = torch.linalg.solve(torch.eye(N, dtype=torch.float64) + lr * H, w)
+        assert torch.allclose(explicit, implicit, rtol=1e-7, atol=1e-9), (
+            lam,
+            (explicit - implicit).abs().max(),
+        )
+        x = w.clone().requires_grad_(True)
+        assert torch.allclose(pen.eq15_value(x), 0.5 * w @ H @ w, rtol=1e-12)
+    stiff = LDCPenalty(w1, P, Fv, 10.0)  # alpha k_1 = 0.1 * 2000 >> 2
+    x = w.clone()
+    for _ in range(20):
+        x = x.requires_grad_(True)
+        (g,) = torch.autograd.grad(stiff.value(x), x)
+        x = (x - lr * g).detach()
+    assert float(x.norm()) > 1e6 * float(w.norm())
+    e = EWCPenalty(w1, torch.tensor([0.0, 1.0, 1e3] + [1.0] * 9, dtype=torch.float64), 50.0, lr=lr)
+    x = w.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(e.value(x), x)
+    impl = w / (1 + lr * 50.0 * e.fisher_raw)
+    assert torch.allclose(w - lr * g, impl, rtol=1e-9)

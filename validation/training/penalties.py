@@ -50,6 +50,15 @@ def _check_lam(lam: float) -> float:
     return lam
 
 
+def _check_lr(lr) -> float | None:
+    if lr is None:
+        return None
+    lr = float(lr)
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"the step-stable penalty needs the SGD learning rate > 0, got {lr}")
+    return lr
+
+
 def _anchor(w1) -> torch.Tensor:
     w1 = torch.as_tensor(w1).detach().reshape(-1).clone()
     if not torch.isfinite(w1).all():
@@ -64,9 +73,19 @@ class LDCPenalty:
     required), ``F`` (Nc,) their flatness. ``n_components`` keeps the first Nc rows and must
     not exceed the number of rows given (the PCA's components). The penalty's value and
     gradient cost one small matmul each: ``q = P (w - w1)``, ``grad = 2 lam P^T (q / F^2)``.
+
+    ``lr`` (optional, plain SGD's learning rate alpha): step-stable form. An explicit SGD
+    step on a mode of curvature k_i = 2 lam / F_i^2 diverges once alpha k_i > 2 (sharp
+    modes, large lam). With ``lr`` each curvature is replaced by k_i / (1 + alpha k_i), i.e.
+    F_i^2 -> F_i^2 + 2 alpha lam: the explicit step then equals the implicit (backward-Euler)
+    step of Eq 15's penalty, stable for every lam, identical to Eq 15 where alpha k_i << 1,
+    and for lam -> inf it returns the constrained coordinates to w1 at every step.
+    ``value`` is then that of the step-stable quadratic; ``eq15_value`` is always Eq 15's.
     """
 
-    def __init__(self, w1, P, F, lam: float, *, params="layers.1.weight", n_components=None):
+    def __init__(
+        self, w1, P, F, lam: float, *, params="layers.1.weight", n_components=None, lr=None
+    ):
         self.names = _names(params)
         self.lam = _check_lam(lam)
         self.w1 = _anchor(w1)
@@ -96,11 +115,14 @@ class LDCPenalty:
             )
         self.P = P[:nc].to(self.w1.dtype).contiguous()
         self.F = Fv
-        self.inv_F2 = 1.0 / Fv**2
+        self.lr = _check_lr(lr)
+        self.inv_F2_eq15 = 1.0 / Fv**2
+        # step-stable: F^2 + 2 alpha lam (module doc); Eq 15 itself without lr
+        self.inv_F2 = 1.0 / (Fv**2 + 2.0 * self.lr * self.lam) if self.lr else self.inv_F2_eq15
         self.n_components = nc
 
     def to(self, device) -> LDCPenalty:
-        for k in ("w1", "P", "F", "inv_F2"):
+        for k in ("w1", "P", "F", "inv_F2", "inv_F2_eq15"):
             setattr(self, k, getattr(self, k).to(device))
         return self
 
@@ -112,6 +134,11 @@ class LDCPenalty:
         q = self.projections(w)
         return self.lam * torch.dot(q * q, self.inv_F2)
 
+    def eq15_value(self, w: torch.Tensor) -> torch.Tensor:
+        """Eq 15's penalty ``lam sum_i q_i^2 / F_i^2`` (whatever ``lr``)."""
+        q = self.projections(w)
+        return self.lam * torch.dot(q * q, self.inv_F2_eq15)
+
     def __call__(self, model: nn.Module) -> torch.Tensor:
         return self.value(flat_params(model, self.names))
 
@@ -119,9 +146,11 @@ class LDCPenalty:
 class EWCPenalty:
     """EWC: ``(lam / 2) * sum_k F_k (w_k - w1_k)^2`` with the diagonal Fisher ``F_k`` of
     task 1 (flattened like the named parameters). ``top_k`` keeps only the k weights of
-    largest Fisher (the others unconstrained): Fig 4F's number of constrained weights."""
+    largest Fisher (the others unconstrained): Fig 4F's number of constrained weights.
+    ``lr``: the step-stable form as in :class:`LDCPenalty` (curvature lam F_k ->
+    lam F_k / (1 + alpha lam F_k), the implicit step of the penalty)."""
 
-    def __init__(self, w1, fisher, lam: float, *, params="layers.1.weight", top_k=None):
+    def __init__(self, w1, fisher, lam: float, *, params="layers.1.weight", top_k=None, lr=None):
         self.names = _names(params)
         self.lam = _check_lam(lam)
         self.w1 = _anchor(w1)
@@ -146,11 +175,14 @@ class EWCPenalty:
             mask = torch.zeros_like(fisher)
             mask[torch.topk(fisher, k).indices] = 1
             fisher = fisher * mask
-        self.fisher = fisher
+        self.fisher_raw = fisher
+        self.lr = _check_lr(lr)
+        self.fisher = fisher / (1.0 + self.lr * self.lam * fisher) if self.lr else fisher
         self.top_k = top_k
 
     def to(self, device) -> EWCPenalty:
         self.w1, self.fisher = self.w1.to(device), self.fisher.to(device)
+        self.fisher_raw = self.fisher_raw.to(device)
         return self
 
     def value(self, w: torch.Tensor) -> torch.Tensor:
