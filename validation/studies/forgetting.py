@@ -70,7 +70,7 @@ class ForgettingConfig(StudyConfig):
     seed: int = 0
     n_seeds: int = 3
     pretrain_epochs: int = 20
-    min_epochs: int = 5
+    min_epochs: int = 6
     max_epochs: int = 100
     window_epochs: int = 10
     min_window_steps: int = 1000
@@ -386,16 +386,17 @@ def build_base(cfg: ForgettingConfig, seed: int, out: Path, force: bool = False)
     t1 = time.perf_counter()
     win = train_into_window(model, tasks[0], spec, gen)
     K = int(win["P"].shape[0])
-    if K < cfg.max_modes:
+    if K < cfg.nc:
         raise ValueError(
-            f"task 1's window gave {K} PCA components but up to Nc = {cfg.max_modes} are "
-            f"constrained; raise --min-window-steps (now {cfg.min_window_steps}) or lower "
-            "--nc / --ncs"
+            f"task 1's window gave {K} PCA components (the rank of the recorded window), "
+            f"fewer than Nc = {cfg.nc}; lower --nc or raise --min-window-steps (now "
+            f"{cfg.min_window_steps})"
         )
+    n_modes = min(K, cfg.max_modes)
     w1 = probe_vector(model)
-    P = win["P"][: cfg.max_modes]
+    P = win["P"][:n_modes]
     t2 = time.perf_counter()
-    F, finfo = flatness_of(model, tasks[0], w1, P, win["var"], cfg.max_modes, spec)
+    F, finfo = flatness_of(model, tasks[0], w1, P, win["var"], n_modes, spec)
     t3 = time.perf_counter()
     fisher = diagonal_fisher(model, tasks[0].x, tasks[0].y, params=PROBE, kind=cfg.fisher)
     t4 = time.perf_counter()
@@ -425,8 +426,8 @@ def build_base(cfg: ForgettingConfig, seed: int, out: Path, force: bool = False)
         "state1": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "w1": w1.cpu(),
         "P": P.cpu(),
-        "P_random": _random_orthonormal(cfg.max_modes, w1.numel(), 10_000 + seed),
-        "var": win["var"][: cfg.max_modes].cpu(),
+        "P_random": _random_orthonormal(n_modes, w1.numel(), 10_000 + seed),
+        "var": win["var"][:n_modes].cpu(),
         "F": F.cpu(),
         "fisher": fisher.cpu(),
         "task1_losses": torch.as_tensor(win["losses"]),
@@ -517,7 +518,12 @@ def task2_cell(params: dict, cell_dir: Path) -> dict:
         eps1, eps2 = (float(v) for v in c[-tail:].mean(0))
     write_npz(
         Path(cell_dir) / "arrays.npz",
-        {"curve": c, "q": q.cpu().numpy(), "q_random": q_rand.cpu().numpy()},
+        {
+            "curve": c,
+            "q": q.cpu().numpy(),
+            "q_random": q_rand.cpu().numpy(),
+            "w2": w2.cpu().numpy(),
+        },
     )
     return {
         "method": params["method"],
@@ -583,7 +589,13 @@ def sequence_cell(params: dict, cell_dir: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-def _cells(cfg: ForgettingConfig, seeds, ewc_lam_best=None) -> list[Cell]:
+def usable_ncs(cfg: ForgettingConfig, bases: dict) -> tuple[int, ...]:
+    """The Nc sweep values that every seed's window can give (its PCA rank)."""
+    k = min(int(b["P"].shape[0]) for b in bases.values())
+    return tuple(n for n in cfg.ncs if n <= k)
+
+
+def _cells(cfg: ForgettingConfig, seeds, ewc_lam_best=None, ncs=None) -> list[Cell]:
     common = {"data": cfg.data_spec(), "train": cfg.train_spec(), "epochs": cfg.task2_epochs}
     cells = []
 
@@ -606,7 +618,7 @@ def _cells(cfg: ForgettingConfig, seeds, ewc_lam_best=None) -> list[Cell]:
             for lam in cfg.ewc_lams:
                 add(f"ewc_lam{lam:g}", method="ewc", lam=lam, seed=s)
         else:  # stage 2: number of constraints
-            for nc in cfg.ncs:
+            for nc in cfg.ncs if ncs is None else ncs:
                 if nc != cfg.nc:
                     add(f"ldc_lam{cfg.lam:g}_nc{nc}", method="ldc", lam=cfg.lam, nc=nc, seed=s)
             for k in cfg.ewc_ks:
@@ -707,7 +719,11 @@ def run_forgetting(
     rows1 = _run(task2_cell, _cells(cfg, seeds), rd.path, **kw)
     ewc_sweep = [_agg(rows1, method="ewc", lam=lam, top_k=None) for lam in cfg.ewc_lams]
     ewc_lam_best = _best(ewc_sweep).get("lam", cfg.ewc_lams[len(cfg.ewc_lams) // 2])
-    rows2 = _run(task2_cell, _cells(cfg, seeds, ewc_lam_best), rd.path, **kw)
+    ncs = usable_ncs(cfg, bases)
+    dropped = [n for n in cfg.ncs if n not in ncs]
+    if dropped:
+        log.warning("Nc %s dropped: above the rank of a task-1 window", dropped)
+    rows2 = _run(task2_cell, _cells(cfg, seeds, ewc_lam_best, ncs), rd.path, **kw)
     rows = rows1 + rows2
     t_sweep = time.perf_counter()
     ldc_sweep = [
@@ -716,7 +732,7 @@ def run_forgetting(
     rand_sweep = [
         _agg(rows, method="ldc_random", lam=lam, nc=cfg.nc) for lam in sorted({*cfg.lams, cfg.lam})
     ]
-    nc_sweep = [_agg(rows, method="ldc", lam=cfg.lam, nc=nc) for nc in sorted({*cfg.ncs, cfg.nc})]
+    nc_sweep = [_agg(rows, method="ldc", lam=cfg.lam, nc=nc) for nc in sorted({*ncs, cfg.nc})]
     k_sweep = [_agg(rows, method="ewc", lam=ewc_lam_best, top_k=k) for k in cfg.ewc_ks]
     none = _agg(rows, method="none")
     main = _agg(rows, method="ldc", lam=cfg.lam, nc=cfg.nc)
@@ -788,6 +804,8 @@ def run_forgetting(
             "nc_star": nc_star,
             "lam_sweep": ldc_sweep,
             "nc_sweep": nc_sweep,
+            "nc_dropped_above_window_rank": dropped,
+            "window_rank_min": min(int(b["P"].shape[0]) for b in bases.values()),
         },
         "ldc_random_null": {"main": main_rand, "lam_sweep": rand_sweep},
         "ewc": {

@@ -199,8 +199,8 @@ def make_report(cfg, s, figs) -> str:
         "# Landscape-dependent constraints vs EWC against catastrophic forgetting (Sec V, Fig 4)",
         "",
         f"Data {cfg.dataset}, tasks {cfg.task_pairs()} (task 1 = (0,1), "
-        f"task 2 = (2,3)); MLP 784-{cfg.hidden[0]}-{cfg.hidden[1]}-10 pre-trained on all tasks "
-        f"({cfg.pretrain_epochs} epochs), probed layer layers.1.weight "
+        f"task 2 = (2,3)); MLP in-{cfg.hidden[0]}-{cfg.hidden[1]}-10 pre-trained on all tasks "
+        f"({cfg.pretrain_epochs} epochs; input size from the data), probed layer layers.1.weight "
         f"({cfg.hidden[0] * cfg.hidden[1]} weights) re-initialised, others frozen; "
         + f"SGD lr {cfg.lr:g}, B {cfg.batch_size}; "
         f"{s['timings'].get('jobs', 1)} process(es). Seeds {s['seeds']} (mean +- s.e.m.). "
