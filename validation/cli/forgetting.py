@@ -77,6 +77,12 @@ def add_arguments(p) -> None:
         default="variance",
         help="F_1i from the variance by Eq 8 (calibrated) or measured e-widths",
     )
+    p.add_argument(
+        "--penalty-step",
+        choices=("implicit", "explicit"),
+        default="implicit",
+        help="implicit: step-stable penalties (F^2 + 2 lr lam), explicit: Eq 15 as written",
+    )
     p.add_argument("--psi", type=float, default=4.0, help="Eq 8 exponent for --flatness variance")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes for the sweep cells")
     p.add_argument(

@@ -82,7 +82,7 @@ def train_epoch(
     Returns the per-step minibatch losses as a device tensor (no host sync per step).
     ``loss_fn(logits, y)`` defaults to cross-entropy; pass any other loss (e.g. with a penalty).
     ``penalty(model)`` (optional) is added to every step's loss: the constraints against
-    forgetting of :mod:`.penalties` (Eq 15's LDC, EWC); the returned losses include it.
+    forgetting of :mod:`.penalties` (Eq 15 and its baseline); the returned losses include it.
     """
     model.train()
     n = x.shape[0]
