@@ -76,17 +76,15 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     s = make_setup(a.nc)
-    t = {}
     for which in ("plain", "ldc", "ewc"):
         epoch(s, which)  # warm-up
-    for which in ("plain", "ldc", "ewc"):
-        runs = []
-        for _ in range(a.repeats):
+    runs = {"plain": [], "ldc": [], "ewc": []}
+    for _ in range(a.repeats):  # interleaved, so load changes hit all three alike
+        for which in runs:
             t0 = time.perf_counter()
             epoch(s, which)
-            runs.append((time.perf_counter() - t0) / N_STEPS)
-        runs.sort()
-        t[which] = runs[len(runs) // 2]
+            runs[which].append((time.perf_counter() - t0) / N_STEPS)
+    t = {k: sorted(v)[len(v) // 2] for k, v in runs.items()}
     print(f"== per-step cost, torch threads {a.threads}, Nc {a.nc}, median of {a.repeats} ==")
     for k, v in t.items():
         print(f"  {k}: {v * 1e6:.1f} us/step")

@@ -804,6 +804,7 @@ def run_forgetting(
             "nc_star": nc_star,
             "lam_sweep": ldc_sweep,
             "nc_sweep": nc_sweep,
+            "nc_star_at_edge": nc_star is not None and nc_star == max(p["nc"] for p in nc_sweep),
             "nc_dropped_above_window_rank": dropped,
             "window_rank_min": min(int(b["P"].shape[0]) for b in bases.values()),
         },

@@ -233,7 +233,13 @@ def make_report(cfg, s, figs) -> str:
         f"Nc = {lb.get('nc')}",
         f"- best EWC: eps1 + eps2 = {_pm(eb, 'eps_sum')} at lambda = {eb.get('lam')}, "
         f"constrained weights = {eb.get('top_k') or 'all'}",
-        f"- N*_c (LDC, lambda = {cfg.lam:g}) = {s['ldc']['nc_star']}",
+        f"- N*_c (LDC, lambda = {cfg.lam:g}) = {s['ldc']['nc_star']}"
+        + (
+            " -- the largest Nc tested (the window's PCA rank is "
+            f"{s['ldc']['window_rank_min']}): an edge, not an interior optimum"
+            if s["ldc"].get("nc_star_at_edge")
+            else ""
+        ),
         "",
         "| sweep | point | eps1 | eps2 | eps1 + eps2 | diverged |",
         "|---|---|---|---|---|---|",
