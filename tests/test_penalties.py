@@ -89,6 +89,10 @@ def test_ldc_on_model_through_train_epoch_freezes_span():
     # 2 lr lam / F^2 = 1: the penalty's step exactly cancels the displacement
     w1, w_all = run(lambda w1: LDCPenalty(w1, Pall, torch.ones(N), lam=1e3, params=name))
     assert float((w_all - w1).norm()) < 0.01 * free
+    # step-stable form, lam -> inf: the constrained coordinates return to w1 at every step
+    # (what is left is the last step's data-gradient move, not an accumulated drift)
+    w1, w_inf = run(lambda w1: LDCPenalty(w1, Pall, torch.ones(N), lam=1e12, params=name, lr=5e-4))
+    assert float((w_inf - w1).norm()) < 0.02 * free
     Psub = Pall[:10]
     w1, w_sub = run(lambda w1: LDCPenalty(w1, Psub, torch.ones(10), lam=1e3, params=name))
     d = w_sub - w1
