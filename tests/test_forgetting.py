@@ -113,3 +113,18 @@ def test_q_matches_direct_projection(quick_run):
     w1, P = base["w1"].double().numpy(), base["P"].double().numpy()
     direct = [abs(sum((w2[k] - w1[k]) * P[i, k] for k in range(w1.size))) for i in range(5)]
     assert np.allclose(q[:5], direct, rtol=1e-4, atol=1e-7)
+
+
+def test_flatness_follows_eq8_with_calibrated_prefactor(quick_run):
+    """--flatness variance: F_i sigma_i^(2/psi) is the prefactor C for every mode (Eq 8),
+    and C is the geometric mean of F_measured sigma^(2/psi) over the calibration modes."""
+    base = torch.load(quick_run / "base" / "seed0.pt", weights_only=True)
+    info = json.loads(base["info"])["flatness"]
+    F, var = base["F"].numpy(), base["var"].numpy()
+    C = F * var ** (1 / info["psi_used"])
+    assert np.allclose(C, info["prefactor_C"], rtol=1e-9)
+    idx = np.asarray(info["measured_modes"]) - 1
+    Fm = np.asarray(info["measured_F"])
+    ok = np.isfinite(Fm)
+    geo = np.exp(np.mean(np.log(Fm[ok] * var[idx][ok] ** (1 / info["psi_used"]))))
+    assert np.isclose(geo, info["prefactor_C"], rtol=1e-9)
