@@ -84,6 +84,12 @@ def add_arguments(p) -> None:
         help="implicit: step-stable penalties (F^2 + 2 lr lam), explicit: Eq 15 as written",
     )
     p.add_argument("--psi", type=float, default=4.0, help="Eq 8 exponent for --flatness variance")
+    p.add_argument(
+        "--no-sequence",
+        dest="sequence",
+        action="store_false",
+        help="skip the five-task sequence (two-task figures and sweeps only)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="parallel processes for the sweep cells")
     p.add_argument(
         "--quick",
