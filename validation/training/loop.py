@@ -75,11 +75,14 @@ def train_epoch(
     generator: torch.Generator,
     on_step: Callable[[int], None] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One epoch of minibatch SGD (batches without replacement, the last partial one dropped).
 
     Returns the per-step minibatch losses as a device tensor (no host sync per step).
     ``loss_fn(logits, y)`` defaults to cross-entropy; pass any other loss (e.g. with a penalty).
+    ``penalty(model)`` (optional) is added to every step's loss: the constraints against
+    forgetting of :mod:`.penalties` (Eq 15 and its baseline); the returned losses include it.
     """
     model.train()
     n = x.shape[0]
@@ -90,6 +93,8 @@ def train_epoch(
         idx = perm[step * batch_size : (step + 1) * batch_size]
         logits = model(x[idx])
         loss = F.cross_entropy(logits, y[idx]) if loss_fn is None else loss_fn(logits, y[idx])
+        if penalty is not None:
+            loss = loss + penalty(model)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
