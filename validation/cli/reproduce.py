@@ -84,6 +84,19 @@ def add_arguments(p) -> None:
         help="PCA directions whose flatness is measured (conv probes cost far more per direction)",
     )
     p.add_argument(
+        "--no-mechanism",
+        dest="mechanism",
+        action="store_false",
+        default=True,
+        help="skip the mechanism stage (MLF ensemble Fig 3, Eq 14, active temperature Fig 5)",
+    )
+    p.add_argument(
+        "--mechanism-epochs",
+        type=int,
+        default=2,
+        help="epoch partitions whose minibatches form the MLF ensemble of Fig 3",
+    )
+    p.add_argument(
         "--langevin-steps",
         type=int,
         default=6000,
@@ -99,6 +112,8 @@ def _describe(s):
     )
     if "flatness" in s:
         line += f", psi = {s['flatness']['psi']:.2f}"
+    if "mechanism" in s:
+        line += f", psi_D = {s['mechanism']['psi_D']:.2f}"
     return [line + f", total {s['timings']['total_s']:.1f} s"]
 
 
