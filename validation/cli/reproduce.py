@@ -1,6 +1,7 @@
 """Run the paper's protocol (Fig 1 A-D, Fig S1; Fig 2 / S2 / Eq 16 when the landscape
-stage is on) and write summary.json, arrays.npz, PNG figures, report.md and report.html into
---out. Defaults: 784-50-50-10 MLP without bias, SGD alpha=0.1, B=50, on the embedded
+stage is on; Figs 3 and 5 from the mechanism stage unless --no-mechanism) and write
+summary.json, arrays.npz, PNG figures, report.md and report.html into --out.
+Defaults: 784-50-50-10 MLP without bias, SGD alpha=0.1, B=50, on the embedded
 5,000-image MNIST subset (or the full MNIST with --dataset mnist --data-root DIR), a 10-epoch
 window starting in the exploration phase, PCA of the 2,500 weights between the hidden layers.
 capture.pt (keyed on the capture settings and the data) lets a rerun skip training, also

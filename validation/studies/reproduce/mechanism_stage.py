@@ -393,6 +393,7 @@ def _fig3a(out_dir, ens, k):
 
 def _fig3b(out_dir, F, sig, ens, diff, summ):
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(11, 3.6))
     ax = fig.subplots(1, 3)
@@ -414,6 +415,7 @@ def _fig3b(out_dir, F, sig, ens, diff, summ):
             a_.loglog(xf, c * xf**e2, "r-", label=f"slope {e2:.2f}")
             a_.legend()
         a_.set(xlabel=r"flatness $F_i$", ylabel=lab)
+        a_.xaxis.set_minor_formatter(NullFormatter())
     ax[0].set_title("B  minimum spread")
     ax[1].set_title("mean MLF curvature")
     ax[2].set_title("product (Eq 14)")
@@ -444,6 +446,7 @@ def _fig5a(out_dir, tprof, k):
 
 def _fig5b(out_dir, modes, T0, F, diff, fit):
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     fig = Figure(figsize=(9, 3.6))
     ax = fig.subplots(1, 2)
@@ -458,6 +461,7 @@ def _fig5b(out_dir, modes, T0, F, diff, fit):
         ax[1].loglog(xf, c * xf**e, "r-", label=f"slope {e:.2f}")
         ax[1].legend()
     ax[1].set(xlabel=r"$F_i$", ylabel=r"$T_i(0)$", title="T_i(0) vs flatness")
+    ax[1].xaxis.set_minor_formatter(NullFormatter())
     return _save(fig, out_dir, "fig5b_temperature_vs_F.png"), (
         "Fig 5B: minimum active temperature T_i(0) per PCA direction and versus F_i"
     )
@@ -493,7 +497,8 @@ def _fig5d(out_dir, ep, Tt, Lt, phases, corr):
         ax.axvspan(reg[0], reg[1], color="0.85", zorder=0)
     ins = ax.inset_axes([0.55, 0.55, 0.4, 0.4])
     ins.loglog(Lt, Tt, ".", ms=3)
-    ins.set_title(f"r = {corr.get('r', float('nan')):.2f}", fontsize=7)
+    ins.text(0.05, 0.85, f"r = {corr.get('r', float('nan')):.2f}", fontsize=7,
+             transform=ins.transAxes)  # fmt: skip
     ins.tick_params(labelsize=6)
     return _save(fig, out_dir, "fig5d_temperature_and_loss.png"), (
         "Fig 5D: T(t) (mean over the first directions of T_i(0, t)) and L(t) from the first "
