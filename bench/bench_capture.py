@@ -92,4 +92,44 @@ def gpu_cases(ctx):
         return {"samples": n, "plain_epoch_s": plain, "capture_epoch_s": cap,
                 "overhead_pct": 100 * (cap / plain - 1), "ratio": cap / plain}  # fmt: skip
 
-    return [{"name": "capture_overhead", "run": run, "target": ("overhead_pct", "<=", 5)}]
+    def syncs():
+        """Host round-trips per training step with capture (HostSyncCounter + profiler)."""
+        from torch.profiler import ProfilerActivity, profile
+
+        from sgdyn.kernels.host_sync import HostSyncCounter
+
+        full = load_dataset("mnist5k")
+        n = ctx.size(2000, 200)
+        data = ArrayDataset(full.x[:n], full.y[:n], full.image_shape, full.name, full.source)
+        data = data.to(ctx.device)
+        torch.manual_seed(0)
+        model = build_model("mlp", 784).to(ctx.device)
+        opt = make_optimizer(model, OptimConfig())
+        steps = n // 50
+        rec = TrajectoryRecorder(model, "layers.1.weight", 7 * steps, keep_trajectory=True)
+        rec.attach(opt)
+        gen = torch.Generator().manual_seed(0)
+        acts = [ProfilerActivity.CPU]
+        if ctx.device.type == "cuda":
+            acts.append(ProfilerActivity.CUDA)
+        train_epoch(model, opt, data.x, data.y, 50, gen)  # warm-up
+        counts = []
+        for epochs in (1, 3):
+            with HostSyncCounter() as c, profile(activities=acts) as prof:
+                for _ in range(epochs):
+                    train_epoch(model, opt, data.x, data.y, 50, gen)
+                ctx.sync()
+            names = [e.name for e in prof.events()]
+            counts.append((c.total, c.cuda_syncs,
+                           sum(x == "aten::_local_scalar_dense" for x in names),
+                           sum("Synchronize" in x for x in names)))  # fmt: skip
+        d = [(b - a) / (2 * steps) for a, b in zip(counts[0], counts[1], strict=True)]
+        return {"steps_per_epoch": steps, "python_per_step": d[0],
+                "cuda_reported_per_step": d[1], "local_scalar_dense_per_step": d[2],
+                "sync_calls_per_step": d[3], "max_per_step": max(d)}  # fmt: skip
+
+    return [
+        {"name": "capture_overhead", "run": run, "target": ("overhead_pct", "<=", 5)},
+        {"name": "capture_host_syncs_per_step", "run": syncs,
+         "target": ("max_per_step", "<=", 0.05)},  # per-epoch reads allowed
+    ]  # fmt: skip

@@ -112,6 +112,11 @@ def simulate(
     R_all = R if total_replicas is None else int(total_replicas)
     if not 0 <= replica_offset <= R_all - R:
         raise ValueError(f"replicas {replica_offset}..{replica_offset + R} lie outside 0..{R_all}")
+    if landscape is not None and landscape.dtype != dtype:
+        raise ValueError(
+            f"the finite-ensemble landscape holds {landscape.dtype} but dtype={dtype}: build "
+            "MLFLandscape(..., dtype=) with the run's dtype"
+        )
     if landscape is not None and R_all != R:
         raise ValueError("sharded replicas (total_replicas) need fresh draws, not a landscape")
     modes = np.arange(N) if record_modes is None else np.asarray(record_modes, dtype=np.int64)

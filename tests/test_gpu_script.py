@@ -32,6 +32,7 @@ def _check_table(t):
     assert not t["steps"]["discovery"]["module_errors"]
     names = set(t["cases"])
     for want in ("bench_simulator:simulator_vs_dense_N2500", "bench_capture:capture_overhead",
+                 "bench_capture:capture_host_syncs_per_step",
                  "bench_kernels_projections:projections_vs_torch_func",
                  "bench_kernels_pca:streaming_pca_vs_ipca"):  # fmt: skip
         assert want in names

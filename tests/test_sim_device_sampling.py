@@ -97,3 +97,15 @@ def test_no_per_step_host_round_trip():
         counts.append(c.total)
     # only the divergence check (every check_every steps) and the final copy touch the host
     assert (counts[1] - counts[0]) / 100 <= 1 / 50
+
+
+def test_landscape_dtype_must_match_the_run():
+    from sgdyn.simulator import MLFLandscape
+
+    spec = _spec()
+    land = MLFLandscape(spec, 8)
+    with pytest.raises(ValueError, match="landscape holds torch.float32"):
+        simulate(spec, alpha=0.1, n_steps=1, landscape=land, dtype="float64")
+    land64 = MLFLandscape(spec, 8, dtype=torch.float64)
+    r = simulate(spec, alpha=0.1, n_steps=3, n_replicas=2, landscape=land64, dtype="float64")
+    assert r.info["dtype"] == "float64" and np.isfinite(r.theta).all()
