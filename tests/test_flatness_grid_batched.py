@@ -50,6 +50,19 @@ def test_batched_grid_equals_the_per_cell_grid(tmp_path):
                 np.testing.assert_allclose(za[k], zb[k], rtol=1e-3)
 
 
+def test_cli_engine_ray_without_ray_names_the_extra(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
+    )
+    out = tmp_path / "g"
+    assert main(["flatness-grid", "--quick", "--engine", "ray", "--out", str(out)]) == 2
+    assert "pip install -e '.[cluster]'" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_cli_sweep_options(tmp_path, capsys):
     out = tmp_path / "g"
     assert main(["flatness-grid", "--quick", "--batch-sizes", "50", "--no-batch",

@@ -215,5 +215,11 @@ def sweep_kwargs(args) -> dict:
         raise ValueError(f"--gpus-per-cell must be >= 0, got {args.gpus_per_cell}")
     kw = {"engine": args.engine, "jobs": args.jobs, "batch": not args.no_batch}
     if args.engine == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:  # before any folder is created
+            raise ValueError(
+                "--engine ray needs Ray: install the cluster extra, pip install -e '.[cluster]'"
+            )
         kw.update(address=args.address, gpus_per_cell=args.gpus_per_cell)
     return kw
