@@ -100,13 +100,15 @@ def add_arguments(p) -> None:
 
 def _describe(s):
     n, m = s["no_constraint"], s["ldc"]["main"]
+    seq = s["sequence"]["avg_forgetting"]
     return [
         f"no constraint: eps1 = {n['eps1']:.3f}, eps2 = {n['eps2']:.3f}",
         f"LDC: eps1 = {m['eps1']:.3f}, eps2 = {m['eps2']:.3f}; best eps1+eps2 LDC "
         f"{s['ldc']['best']['eps_sum']:.3f} vs EWC {s['ewc']['best']['eps_sum']:.3f}; "
         f"N*_c = {s['ldc']['nc_star']}",
-        "sequence avg forgetting: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in s["sequence"]["avg_forgetting"].items()),
+        "sequence avg forgetting: " + ", ".join(f"{k} {v:.3f}" for k, v in seq.items())
+        if seq
+        else "sequence skipped (--no-sequence)",
     ]
 
 
