@@ -54,6 +54,9 @@ PAPER = {
 }
 
 
+MAX_CHECKPOINTS = 80  # checkpoints evaluated for Fig 5D (evenly spaced when there are more)
+
+
 class NoCheckpointsError(ValueError):
     """Fig 5C/5D need model states from across training; the capture kept none."""
 
@@ -106,9 +109,12 @@ def _corr(x, y, seed):
         return {"r": float("nan"), "n": int(x.size)}
     r = float(np.corrcoef(x, y)[0, 1])
     dx, dy = np.diff(np.log(x)), np.diff(np.log(y))
-    rd = float(np.corrcoef(dx, dy)[0, 1]) if dx.size >= 3 else float("nan")
+    nan = float("nan")
+    rd = float(np.corrcoef(dx, dy)[0, 1]) if dx.size >= 3 else nan
     rng = np.random.default_rng(seed)
-    null = np.array([np.corrcoef(dx[rng.permutation(dx.size)], dy)[0, 1] for _ in range(200)])
+    n_null = 200 if dx.size >= 3 else 0  # too few changes for a correlation or a null
+    null = np.array([np.corrcoef(dx[rng.permutation(dx.size)], dy)[0, 1] for _ in range(n_null)])
+    null = null if null.size > 1 else np.array([nan, nan])
     return {
         "r": r,
         "r_log": float(np.corrcoef(np.log(x), np.log(y))[0, 1]),
@@ -263,6 +269,9 @@ def run_mechanism_stage(
         steps = np.asarray(checkpoint_steps)
         spe = int(getattr(ctx, "steps_per_epoch", 1) or 1)
         use = [c for c, s in enumerate(steps) if s >= spe]  # from the first epoch on
+        if len(use) > MAX_CHECKPOINTS:  # bound the cost: evenly spaced, the last one kept
+            pick_c = np.linspace(0, len(use) - 1, MAX_CHECKPOINTS).round().astype(int)
+            use = [use[i] for i in sorted(set(pick_c))]
         Kt = min(K, 50)
         T0t, Lt, pick, profs = temperature_history(
             ctx, [checkpoints[c] for c in use], steps[use], P[:Kt].cpu(), lr,
