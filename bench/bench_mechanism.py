@@ -12,6 +12,7 @@ projections (a sampled estimate: its standard error is reported, and its distanc
 exact value). Everything runs with one torch thread unless ``--threads`` says otherwise.
 
     python bench/bench_mechanism.py                    # K=200, 5,000 samples, 1,000 batches
+                                                       # + (b) at a 1 % error, measured
     pytest bench/bench_mechanism.py --benchmark-only   # pytest-benchmark (small)
 """
 
@@ -91,7 +92,7 @@ def sampled(model, data, P, m: int, seed: int = 0):
     return LR**2 * var, LR / 2 * var, LR**2 * se
 
 
-def compare(K: int = 200, m: int = 1000, epochs: int = 3, repeats: int = 3):
+def compare(K: int = 200, m: int = 1000, epochs: int = 3, repeats: int = 3, target_se: float = 0.0):
     model, data, P = setup(epochs, K)
     t0 = time.perf_counter()
     land = NetworkLandscape(model, PROBE, data, batch_size=B)
@@ -111,7 +112,20 @@ def compare(K: int = 200, m: int = 1000, epochs: int = 3, repeats: int = 3):
     z = (Db - D) / se
     rel_se = float(np.median(se / D))
     m_1pct = m * (rel_se / 0.01) ** 2  # se ~ 1/sqrt(m): minibatches (b) needs for 1 %
-    return {
+    out = {}
+    if target_se > 0:  # (b) run for real with as many minibatches as a target_se error needs
+        m_eq = int(np.ceil(m_1pct * (0.01 / target_se) ** 2))
+        t0 = time.perf_counter()
+        Deq, _, se_eq = sampled(model, data, P, m_eq, seed=1)
+        t_eq = time.perf_counter() - t0
+        out = {
+            "equal_accuracy_minibatches": m_eq,
+            "t_sampled_equal_accuracy_s": t_eq,
+            "ratio_vs_sampled_equal_accuracy": t_eq / tfm,
+            "equal_accuracy_rel_se_median": float(np.median(se_eq / D)),
+            "equal_accuracy_rel_err_median": float(np.median(np.abs(Deq - D) / D)),
+        }
+    return out | {
         "K": K,
         "n_samples": int(data.x.shape[0]),
         "minibatches_b": m,
@@ -151,9 +165,17 @@ def main(argv=None):
     ap.add_argument("--minibatches", type=int, default=1000, help="(b)'s sampled minibatches")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of the fused path")
+    ap.add_argument(
+        "--equal-accuracy",
+        type=float,
+        default=0.01,
+        metavar="SE",
+        help="also run (b) with as many minibatches as a relative standard error SE needs "
+        "(measured, not extrapolated; 0 skips it)",
+    )
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    r = compare(a.dirs, a.minibatches, repeats=a.repeats)
+    r = compare(a.dirs, a.minibatches, repeats=a.repeats, target_se=a.equal_accuracy)
     print(
         f"exact T_i(0) and D_i for K={r['K']} directions over {r['n_samples']} samples "
         f"(B={B}, {a.threads} thread(s)):\n"
@@ -170,6 +192,14 @@ def main(argv=None):
         f"{r['sampled_minibatches_for_1pct']:.0f} minibatches: ratio "
         f"{r['ratio_vs_sampled_at_1pct_extrapolated']:.0f}x (extrapolated, se ~ 1/sqrt(m))"
     )
+    if "equal_accuracy_minibatches" in r:
+        print(
+            f"  (b) measured at equal accuracy: {r['equal_accuracy_minibatches']} minibatches, "
+            f"{r['t_sampled_equal_accuracy_s']:.1f} s, ratio "
+            f"{r['ratio_vs_sampled_equal_accuracy']:.0f}x; its standard error "
+            f"{100 * r['equal_accuracy_rel_se_median']:.2f}% of D (median), actual error "
+            f"{100 * r['equal_accuracy_rel_err_median']:.2f}%"
+        )
     return r
 
 

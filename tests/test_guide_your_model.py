@@ -35,7 +35,8 @@ def test_guide_runs_end_to_end(monkeypatch, capsys):
     ns: dict = {"__name__": "guide"}
     exec(compile(guide_code(), str(GUIDE), "exec"), ns)
     out = capsys.readouterr().out
-    for word in ("gamma =", "evaluator: cached-tail", "psi =", "F_e-width / F_hessian", "cos("):
+    for word in ("gamma =", "evaluator: cached-tail", "psi =", "F_e-width / F_hessian", "cos(",
+                 "psi_D ="):  # fmt: skip
         assert word in out
     assert ns["land"].evaluator == "cached-tail"
     assert ns["x"].shape[1:] == (3, 32, 32)
@@ -43,4 +44,5 @@ def test_guide_runs_end_to_end(monkeypatch, capsys):
     assert np.isfinite(ns["spec"].gamma) and np.isfinite(ns["fit"].psi)
     assert ns["cur"].eigenvalues.shape == (3,)
     assert np.isfinite(ns["report"]["alignment"]["null_eig_cosine_median"])
+    assert ns["noise"].D.shape == (12,) and np.all(ns["noise"].D > 0)
     assert ns["model"].training  # the landscape handed the model back in train mode
