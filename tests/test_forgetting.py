@@ -128,3 +128,24 @@ def test_flatness_follows_eq8_with_calibrated_prefactor(quick_run):
     ok = np.isfinite(Fm)
     geo = np.exp(np.mean(np.log(Fm[ok] * var[idx][ok] ** (1 / info["psi_used"]))))
     assert np.isclose(geo, info["prefactor_C"], rtol=1e-9)
+
+
+def test_cli_takes_the_shared_sweep_options(tmp_path, monkeypatch, capsys):
+    """--engine/--address/--jobs reach run_cells (one runner for every sweep); Ray-only
+    options without --engine ray are refused before any folder exists."""
+    rc = main(["forgetting", "--out", str(tmp_path / "r"), "--quick", "--address", "auto"])
+    assert rc == 2 and "--engine ray" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+    import sgdyn.validation.studies.forgetting as study
+
+    seen = {}
+
+    def fake_run_cells(fn, cells, out, **kw):
+        seen.update(kw)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(study, "run_cells", fake_run_cells)
+    rc = main(["forgetting", "--out", str(tmp_path / "s"), "--quick", "--jobs", "2",
+               "--threads", "1", "--no-progress"])  # fmt: skip
+    assert rc == 2 and seen["engine"] == "local" and seen["jobs"] == 2

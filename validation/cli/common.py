@@ -175,9 +175,10 @@ def execute(args, *, config_cls, run, quick: dict | None = None, describe=None) 
     return 0
 
 
-def add_sweep_options(p) -> None:
+def add_sweep_options(p, *, batch: bool = True) -> None:
     """``--engine --address --jobs --gpus-per-cell --no-batch`` of commands that run a sweep
-    through :func:`sgdyn.validation.sweeps.run_cells` (run options, not study settings)."""
+    through :func:`sgdyn.validation.sweeps.run_cells` (run options, not study settings);
+    ``batch=False``: no ``--no-batch`` (the command's cells are not replica groups)."""
     g = p.add_argument_group("sweep options")
     g.add_argument(
         "--engine",
@@ -198,11 +199,12 @@ def add_sweep_options(p) -> None:
         default=None,
         help="GPUs each Ray task asks for (a fraction packs several on one card)",
     )
-    g.add_argument(
-        "--no-batch",
-        action="store_true",
-        help="one run per cell instead of training the cells that share B and model together",
-    )
+    if batch:
+        g.add_argument(
+            "--no-batch",
+            action="store_true",
+            help="one run per cell instead of training the cells that share B and model together",
+        )
 
 
 def sweep_kwargs(args) -> dict:
@@ -213,7 +215,9 @@ def sweep_kwargs(args) -> dict:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     if args.gpus_per_cell is not None and args.gpus_per_cell < 0:
         raise ValueError(f"--gpus-per-cell must be >= 0, got {args.gpus_per_cell}")
-    kw = {"engine": args.engine, "jobs": args.jobs, "batch": not args.no_batch}
+    kw = {"engine": args.engine, "jobs": args.jobs}
+    if hasattr(args, "no_batch"):
+        kw["batch"] = not args.no_batch
     if args.engine == "ray":
         import importlib.util
 

@@ -6,7 +6,14 @@ Writes summary.json, arrays.npz, fig4*.png, fig_sequence_accuracy.png, report.md
 
 from __future__ import annotations
 
-from .common import add_common_options, execute, float_list, int_list
+from .common import (
+    add_common_options,
+    add_sweep_options,
+    execute,
+    float_list,
+    int_list,
+    sweep_kwargs,
+)
 
 NAME = "forgetting"
 HELP = "LDC (Eq 15) vs EWC against catastrophic forgetting on MNIST class pairs (Fig 4)"
@@ -14,6 +21,7 @@ HELP = "LDC (Eq 15) vs EWC against catastrophic forgetting on MNIST class pairs 
 
 def add_arguments(p) -> None:
     add_common_options(p)
+    add_sweep_options(p, batch=False)
     p.add_argument(
         "--dataset",
         choices=("mnist5k", "mnist", "digits"),
@@ -90,7 +98,6 @@ def add_arguments(p) -> None:
         action="store_false",
         help="skip the five-task sequence (two-task figures and sweeps only)",
     )
-    p.add_argument("--jobs", type=int, default=1, help="parallel processes for the sweep cells")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -115,12 +122,11 @@ def _describe(s):
 def run(args) -> int:
     from sgdyn.validation.studies.forgetting import QUICK, ForgettingConfig, run_forgetting
 
+    sweep = sweep_kwargs(args)
     return execute(
         args,
         config_cls=ForgettingConfig,
-        run=lambda cfg, out, **kw: run_forgetting(
-            cfg, out, jobs=args.jobs, threads=args.threads, **kw
-        ),
+        run=lambda cfg, out, **kw: run_forgetting(cfg, out, threads=args.threads, **sweep, **kw),
         quick=QUICK,
         describe=_describe,
     )

@@ -628,7 +628,7 @@ def _cells(cfg: ForgettingConfig, seeds, ewc_lam_best=None, ncs=None) -> list[Ce
     return cells
 
 
-def _run(fn, cells, out, *, jobs, threads, force, progress, engine="local"):
+def _run(fn, cells, out, *, jobs, threads, force, progress, engine="local", **engine_options):
     done = run_cells(
         fn,
         cells,
@@ -638,6 +638,7 @@ def _run(fn, cells, out, *, jobs, threads, force, progress, engine="local"):
         threads=max(1, threads),
         force=force,
         progress=progress,
+        **engine_options,
     )
     failed = [r for r in done if r.status == "failed"]
     if failed:
@@ -690,9 +691,12 @@ def run_forgetting(
     jobs: int = 1,
     threads: int = 1,
     engine: str = "local",
+    **engine_options,
 ) -> dict:
     """The whole study into the run directory ``out`` (summary.json, arrays.npz, figures,
-    report); finished bases and cells are reused on a rerun."""
+    report); finished bases and cells are reused on a rerun. ``engine`` / ``engine_options``
+    (``address``, ``gpus_per_cell`` for ``"ray"``) go to
+    :func:`sgdyn.validation.sweeps.run_cells`."""
     from .forgetting_report import make_figures, make_report
 
     cfg.validate()
@@ -715,7 +719,9 @@ def run_forgetting(
     seeds = [cfg.seed + i for i in range(cfg.n_seeds)]
     bases = {s: build_base(cfg, s, rd.path, force=force) for s in seeds}
     t_base = time.perf_counter()
-    kw = dict(jobs=jobs, threads=threads, force=force, progress=progress, engine=engine)
+    kw = dict(
+        jobs=jobs, threads=threads, force=force, progress=progress, engine=engine, **engine_options
+    )
     rows1 = _run(task2_cell, _cells(cfg, seeds), rd.path, **kw)
     ewc_sweep = [_agg(rows1, method="ewc", lam=lam, top_k=None) for lam in cfg.ewc_lams]
     ewc_lam_best = _best(ewc_sweep).get("lam", cfg.ewc_lams[len(cfg.ewc_lams) // 2])
