@@ -45,6 +45,7 @@ from sgdyn.validation.data.tensors import as_tensors
 from .losses import per_sample_loss
 
 log = logging.getLogger(__name__)
+_LOGGED_EVALUATORS: set[tuple[str, str]] = set()  # (probe, evaluator) already logged at INFO
 
 __all__ = [
     "NetworkLandscape",
@@ -317,7 +318,13 @@ class NetworkLandscape:
         self._check_loss()
         if self.mode == "cached-tail":
             self._h = self._capture_inputs()
-        log.info("NetworkLandscape(%s): %s evaluator (%s)", probe_name, self.evaluator, reason)
+        # once per (probe, evaluator) at INFO; studies build one landscape per checkpoint
+        key = (probe_name, self.evaluator)
+        level = logging.DEBUG if key in _LOGGED_EVALUATORS else logging.INFO
+        _LOGGED_EVALUATORS.add(key)
+        log.log(
+            level, "NetworkLandscape(%s): %s evaluator (%s)", probe_name, self.evaluator, reason
+        )
 
     @property
     def evaluator(self) -> str:
