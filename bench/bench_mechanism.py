@@ -85,7 +85,7 @@ def sampled(model, data, P, m: int, seed: int = 0):
         model.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
         (g,) = torch.autograd.grad(loss, w)
-        proj[mu] = (P @ g.reshape(-1)).double().numpy()
+        proj[mu] = (P @ g.reshape(-1)).double().cpu().numpy()
     var = proj.var(0, ddof=1)
     dev = (proj - proj.mean(0)) ** 2
     se = dev.std(0, ddof=1) / np.sqrt(m)  # standard error of the variance estimate
@@ -157,6 +157,32 @@ def test_bench_mechanism_fused(benchmark):
 def test_bench_mechanism_sampled(benchmark):
     model, data, P = setup(1, 20, limit=500)
     benchmark(lambda: sampled(model, data, P, 50))
+
+
+def gpu_cases(ctx):
+    """GPU target (bench/gpu_run.py): exact T_i(0) and D_i for K = 200 over the 5,000 samples,
+    fused projections vs 1,000 sampled minibatches with autograd (>= 10x), on the device."""
+
+    def run():
+        from types import SimpleNamespace
+
+        n, K, m = ctx.size(5000, 300), ctx.size(200, 10), ctx.size(1000, 20)
+        model, data, P = setup(ctx.size(3, 1), K, limit=n)
+        model, P = model.to(ctx.device), P.to(ctx.device)
+        dev_data = SimpleNamespace(x=data.x.to(ctx.device), y=data.y.to(ctx.device))
+        land = NetworkLandscape(model, PROBE, (dev_data.x, dev_data.y), batch_size=B)
+        t_fused = ctx.timeit(lambda: fused(land, P), reps=5)
+        t_sampled = ctx.timeit(lambda: sampled(model, dev_data, P, m), reps=1, warmup=0)
+        D, _ = fused(land, P)
+        Db, _, se = sampled(model, dev_data, P, m)
+        return {"n_samples": n, "K": K, "minibatches_b": m, "fused_s": t_fused,
+                "sampled_s": t_sampled, "ratio": t_sampled / t_fused,
+                "sampled_rel_se_median": float(np.median(se / D)),
+                "sampled_rel_err_median": float(np.median(np.abs(Db - D) / D)),
+                "seconds": t_fused, "flops": 2.0 * n * K * 2500, "dtype": "float32"}  # fmt: skip
+
+    return [{"name": "exact_T0_D_vs_sampled_minibatches", "run": run,
+             "target": ("ratio", ">=", 10), "timeout_s": 120}]  # fmt: skip
 
 
 def main(argv=None):
