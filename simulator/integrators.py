@@ -68,10 +68,13 @@ def simulate(
     check_every: int = 50,
     max_exponent: float = 50.0,
     progress: bool = False,
+    replacement: bool = False,
 ) -> SimResult:
     """Integrate ``n_replicas`` independent replicas for ``n_steps`` steps.
 
     ``landscape`` given: finite ensemble (its K minibatches); otherwise fresh draws.
+    ``replacement=True`` (finite ensemble only): each step draws mu uniformly from the K
+    minibatches instead of walking a per-epoch permutation.
     ``theta0`` (N,) or (R, N) start (default 0 = the ensemble's reference point w0).
     Every ``check_every`` steps the state is checked: non-finite values or an MLF exponent
     above ``max_exponent`` (L^mu > e^50 L^mu_0) raise :class:`SimulationDiverged`.
@@ -97,7 +100,9 @@ def simulate(
         theta += torch.as_tensor(theta0, device=device, dtype=dtype)
     n_rec = n_steps // record_every
     buf = TrajectoryBuffer(max(n_rec, 1), R * modes.size, device=device, dtype=dtype)
-    sched = MinibatchSchedule(R, None if landscape is None else landscape.n_minibatches, seed)
+    sched = MinibatchSchedule(
+        R, None if landscape is None else landscape.n_minibatches, seed, replacement=replacement
+    )
     if landscape is not None and landscape.spec is not spec:
         raise ValueError("the finite-ensemble landscape was built from a different spec")
     if dynamics == "langevin":
