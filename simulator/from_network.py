@@ -27,6 +27,7 @@ curvature and listed in ``meta["floored_modes"]`` (the report shows them).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .ensemble import MLFEnsembleSpec
 
@@ -154,3 +155,78 @@ def from_network(
         name=name,
         meta=meta,
     )
+
+
+class MeasuredMLFLandscape:
+    """A finite ensemble of *measured* Eq 9 losses in a K-dimensional subspace:
+
+        L^mu(x) = L^mu_0 exp(g^mu . x + x^T M^mu x / 2),
+
+    with each minibatch's own matrix M^mu (n_mu, K, K) and log-gradient g^mu = -M^mu theta^mu
+    (n_mu, K) as measured on a network (no Gaussian law, no solve of M^mu). It implements the
+    :class:`sgdyn.landscape.Landscape` protocol and the ``matvec2`` hook the integrators use,
+    so the same SGD code and the same flatness estimator run on it. ``diagonal=True`` keeps
+    only the diagonal of every M^mu (the one-direction fits).
+    """
+
+    def __init__(self, spec: MLFEnsembleSpec, M, grad_log, L0, *, diagonal: bool = False):
+        M = _arr(M, "M", (3,))
+        g = _arr(grad_log, "grad_log", (2,))
+        L = _arr(L0, "L0", (1,))
+        n, K, _ = M.shape
+        if g.shape != (n, K) or L.shape != (n,) or M.shape != (n, K, K) or spec.N != K:
+            raise ValueError(
+                f"need M (n, K, K), grad_log (n, K), L0 (n,) and a spec with K modes; got "
+                f"{M.shape}, {g.shape}, {L.shape}, N={spec.N}"
+            )
+        if diagonal:
+            M = np.einsum("nii->ni", M)[:, :, None] * np.eye(K)[None]
+        self.spec = spec
+        self.n_params = K
+        self.n_minibatches = n
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.M = torch.as_tensor(0.5 * (M + M.transpose(0, 2, 1)), dtype=self.dtype)
+        self.minus_g = torch.as_tensor(-g, dtype=self.dtype)
+        self.L0mu = torch.as_tensor(L, dtype=self.dtype)
+        self.theta_mu = torch.zeros(n, K, dtype=self.dtype)  # unused: matvec2 gives -g
+
+    def matvec2(self, mu, x):
+        """(M^mu x, -g^mu): the integrators' X = x.(u/2 - v), gradient direction u - v."""
+        M = self.M[mu]
+        return torch.einsum("rij,rj->ri", M, x.to(self.dtype)), self.minus_g[mu]
+
+    def loss_and_grad_pairs(self, mu, x):
+        u, v = self.matvec2(mu, x)
+        X = (x.to(self.dtype) * (0.5 * u - v)).sum(-1)
+        L = self.L0mu[mu] * torch.exp(X)
+        return L, L[:, None] * (u - v)
+
+    def _mean_loss(self, P):
+        P = P.to(self.dtype)
+        n = P.shape[0]
+        acc = torch.zeros(n, dtype=torch.float64)
+        for mu in range(self.n_minibatches):
+            L, _ = self.loss_and_grad_pairs(torch.full((n,), mu), P)
+            acc += L.double()
+        return acc / self.n_minibatches
+
+    def full_loss(self, w):
+        return self._mean_loss(w.reshape(1, -1))[0]
+
+    def minibatch_loss_and_grad(self, w, mu: int):
+        if not 0 <= mu < self.n_minibatches:
+            raise ValueError(f"minibatch index {mu} out of range [0, {self.n_minibatches})")
+        L, g = self.loss_and_grad_pairs(torch.tensor([mu]), w.reshape(1, -1))
+        return L[0], g[0]
+
+    def losses_along(self, w0, directions, amplitudes):
+        d = torch.as_tensor(directions, dtype=self.dtype)
+        a = torch.as_tensor(amplitudes, dtype=self.dtype)
+        P = w0.to(self.dtype)[None, None, :] + a[:, :, None] * d[:, None, :]
+        return self._mean_loss(P.reshape(-1, self.n_params)).reshape(a.shape)
+
+    def per_sample_projections(self, w, directions):
+        mu = torch.arange(self.n_minibatches)
+        _, g = self.loss_and_grad_pairs(mu, w.reshape(1, -1).expand(self.n_minibatches, -1))
+        return g @ torch.as_tensor(directions, dtype=g.dtype).T

@@ -8,12 +8,16 @@ import pytest
 import torch
 
 from sgdyn.simulator.ensemble import MLFEnsembleSpec, sample_dense
-from sgdyn.simulator.from_network import fit_separable_offdiag, from_network
+from sgdyn.simulator.from_network import (
+    MeasuredMLFLandscape,
+    fit_separable_offdiag,
+    from_network,
+)
 from sgdyn.simulator.landscape import MLFLandscape
 from sgdyn.simulator.presets import get_preset, paper_like
 from sgdyn.theory import mlf
 from sgdyn.validation.studies.suite.ensemble import measure_minibatch_ensemble
-from sgdyn.validation.studies.suite.sim_network import simulate_from_network
+from sgdyn.validation.studies.suite.sim_network import VARIANTS, simulate_from_network
 
 N_MU = 1500
 
@@ -86,17 +90,42 @@ def test_concave_modes_floored_and_listed():
     assert got.meta["floored_modes"] == [3] and got.M0[2] > 0
 
 
+def test_measured_landscape_equals_the_landscape_it_was_measured_on():
+    spec = paper_like(6, F_min=1, F_max=3, off_frac=0.05)
+    land = MLFLandscape(spec, 12, seed=5, dtype=torch.float64)
+    ens = measure_minibatch_ensemble(land, torch.zeros(6, dtype=torch.float64),
+                                     torch.eye(6, dtype=torch.float64), steps=0.2)  # fmt: skip
+    meas = MeasuredMLFLandscape(spec, ens.M_cross, ens.grad / ens.L0[:, None], ens.L0)
+    x = 0.3 * torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    for mu in (0, 7):
+        for w in x:
+            L, g = land.minibatch_loss_and_grad(w.double(), mu)
+            Lm, gm = meas.minibatch_loss_and_grad(w.float(), mu)
+            assert float(Lm) == pytest.approx(float(L), rel=1e-4)
+            np.testing.assert_allclose(gm.numpy(), g.numpy(), rtol=1e-3, atol=1e-6)
+    amps = torch.linspace(-0.5, 0.5, 5)[None].repeat(6, 1)
+    np.testing.assert_allclose(
+        meas.losses_along(torch.zeros(6), torch.eye(6), amps).numpy(),
+        land.losses_along(torch.zeros(6), torch.eye(6), amps).numpy(), rtol=1e-4,
+    )  # fmt: skip
+
+
 def test_simulate_from_network_variants_and_theory():
     spec = paper_like(8, F_min=1, F_max=3)
+    land = MLFLandscape(spec, 20, seed=2, dtype=torch.float64)
+    ens = measure_minibatch_ensemble(land, torch.zeros(8, dtype=torch.float64),
+                                     torch.eye(8, dtype=torch.float64), steps=0.1)  # fmt: skip
+    measured = {"M": ens.M_cross, "grad_log": ens.grad / ens.L0[:, None], "L0": ens.L0}
     summ, arrays = simulate_from_network(spec, alpha=0.5, steps_per_epoch=20, window_steps=40,
-                                         replicas=16, max_steps=2000)  # fmt: skip
+                                         measured=measured, replicas=16,
+                                         max_steps=2000)  # fmt: skip
     v = summ["variants"]
-    assert set(v) == {"network", "diagonal", "replacement", "fresh", "relaxed"}
-    for rec in v.values():
-        assert rec["psi"] is not None and np.isfinite(rec["psi"])
+    assert set(v) == set(VARIANTS)
+    for name, rec in v.items():
+        assert rec["psi"] is not None and np.isfinite(rec["psi"]), (name, rec)
     # T << tau and Fig 3B scalings by construction: the diffusive limit gives psi = 2
     assert summ["theory"]["psi_diffusive_limit"]["psi"] == pytest.approx(2.0, abs=0.05)
-    # short window: the simulation sits near the diffusive prediction
+    # short window: the simulation sits near the exact finite-window prediction
     assert abs(v["fresh"]["psi"] - summ["theory"]["psi_exact_window"]["psi"]) < 0.6
     with pytest.raises(ValueError, match="unknown simulator variants"):
         simulate_from_network(spec, alpha=0.5, steps_per_epoch=5, window_steps=10,
