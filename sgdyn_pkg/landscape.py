@@ -9,7 +9,13 @@ A *landscape* gives, for a flat parameter vector ``w`` of length ``n_params``:
   amplitudes (K, A), returned as (K, A): the loss profiles of Eq 6, batched;
 - ``per_sample_projections(w, directions)``: per-sample gradient projections g_s . p_k,
   (n_samples, K). A minibatch gradient is the mean of its samples' gradients, so these give
-  every minibatch's gradient projection exactly.
+  every minibatch's gradient projection exactly;
+- ``per_sample_losses_along(w0, directions, amplitudes)``: per-sample losses
+  l_s(w0 + a_kj p_k), (n_samples, K, A) float64: every minibatch's loss profile L^mu_k(a)
+  is the mean over its samples (the MLF ensemble of Sec IV, exactly).
+
+The simulator's landscape counts each of its minibatches as one "sample" (its L^mu and
+gradient), so a minibatch there is a single index.
 
 A real network restricted to one layer (:mod:`sgdyn.validation`) and the simulator's sampled
 MLF ensemble (:mod:`sgdyn.simulator`) both implement it, and the trajectory recorder, PCA,
@@ -39,3 +45,7 @@ class Landscape(Protocol):
     ) -> torch.Tensor: ...
 
     def per_sample_projections(self, w: torch.Tensor, directions: torch.Tensor) -> torch.Tensor: ...
+
+    def per_sample_losses_along(
+        self, w0: torch.Tensor, directions: torch.Tensor, amplitudes: torch.Tensor
+    ) -> torch.Tensor: ...

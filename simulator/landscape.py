@@ -125,6 +125,37 @@ class MLFLandscape:
         _, g = self.loss_and_grad_pairs(mu, w.reshape(1, -1).expand(self.n_minibatches, -1))
         return g @ torch.as_tensor(directions, dtype=g.dtype, device=self.device).T
 
+    def per_sample_losses_along(self, w0, directions, amplitudes) -> torch.Tensor:
+        """L^mu(w0 + a_kj p_k) for every minibatch mu (this landscape's "samples"),
+        float64 (n_minibatches, K, A); amplitudes (K, A) or (A,) shared."""
+        d = torch.as_tensor(directions, dtype=self.dtype, device=self.device)
+        if d.dim() == 1:
+            d = d[None]
+        if d.dim() != 2 or d.shape[1] != self.n_params or not torch.isfinite(d).all():
+            raise ValueError(
+                f"directions must be finite (K, {self.n_params}), got {tuple(d.shape)}"
+            )
+        a = torch.as_tensor(amplitudes, dtype=self.dtype, device=self.device)
+        if a.dim() == 1:
+            a = a[None].expand(d.shape[0], -1)
+        if a.dim() != 2 or a.shape[0] != d.shape[0]:
+            raise ValueError(f"amplitudes must be (K, A) with K={d.shape[0]}, got {tuple(a.shape)}")
+        w0 = torch.as_tensor(w0, dtype=self.dtype, device=self.device).reshape(-1)
+        P = (w0[None, None, :] + a[:, :, None] * d[:, None, :]).reshape(-1, self.n_params)
+        n = P.shape[0]
+        out = torch.empty((self.n_minibatches, n), dtype=torch.float64)
+        for s in range(0, self.n_minibatches, 64):
+            mu = torch.arange(s, min(s + 64, self.n_minibatches), device=self.device)
+            m = mu.numel()
+            Lm, _ = self.loss_and_grad_pairs(mu.repeat_interleave(n), P.repeat(m, 1))
+            out[s : s + m] = Lm.double().reshape(m, n).cpu()
+        return out.reshape(self.n_minibatches, *a.shape)
+
+    @property
+    def n_samples(self) -> int:
+        """Each minibatch counts as one sample (see :meth:`per_sample_projections`)."""
+        return self.n_minibatches
+
     def flatness(self, w0, directions, *, L0=None, **kwargs) -> EWidthResult:
         """e-width flatness F_k of every direction (:func:`~sgdyn.theory.flatness.flatness_e_width`,
         keyword arguments passed on), as :meth:`NetworkLandscape.flatness`: the width of the

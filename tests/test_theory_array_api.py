@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from sgdyn import theory
-from sgdyn.theory import dynamics, flatness, mlf, nulls, phases, powerlaw, spectrum
+from sgdyn.theory import dynamics, ensemble, flatness, mlf, nulls, phases, powerlaw, spectrum
 
 RNG = np.random.default_rng(0)
 F6 = np.geomspace(0.5, 5.0, 6)
@@ -37,6 +37,9 @@ SM, ST, R5 = 0.2 * M0, 0.3 / np.sqrt(M0), np.array([0.5, 0.6, 0.7, 0.8, 0.9])
 SIJ = np.outer(R5, R5)
 KW = dict(M0=M0, sigma_M=SM, sigma_ij=R5, sigma_theta=ST, theta1_0=0.3)
 INC = np.array([3.0, 1.0, 0.5, 0.2, 0.1])
+PSV = RNG.standard_normal((9, 3))  # per-sample values (ensemble moments)
+BATCHES = np.array([[0, 3, 5], [1, 2, 8], [4, 6, 7]])
+MLF_PROF = 0.03 * np.exp(0.5 * np.array([[9.0], [20.0]])[:, None] * (AMPS**2 - 0.02 * AMPS))
 
 
 def _exp_quad_np(a):
@@ -80,6 +83,17 @@ CASES = {
     "window_variances": (mlf.window_variances, (VAR6, 1.0 / F6 * 50, 40), {}),
     "predicted_psi": (mlf.predicted_psi, (VAR6, F6), {}),
     "equilibrium_variance": (mlf.equilibrium_variance, (1e-3, 0.02, M0), {"alpha": 0.5}),
+    "minibatch_moments": (ensemble.minibatch_moments, (PSV, 4), {}),
+    "partition_moments": (ensemble.partition_moments, (PSV, BATCHES), {}),
+    "diffusion_constants": (ensemble.diffusion_constants, (PSV, 0.1), {"batch_size": 4}),
+    "active_temperature": (ensemble.active_temperature, (PSV, 0.1), {"batches": BATCHES}),
+    "fit_mlf_profiles": (ensemble.fit_mlf_profiles, (AMPS, MLF_PROF), {}),
+    "ensemble_summary": (
+        ensemble.ensemble_summary,
+        (THETA[:, :3], THETA[:, 1:4], 0.1 + np.abs(THETA[:, 2:])),
+        {},
+    ),
+    "power_law_with_null": (ensemble.power_law_with_null, (F6, VAR6), {"n_shuffle": 20}),
     "gram_diagnostics": (
         nulls.gram_diagnostics,
         (GRAM,),
@@ -99,7 +113,7 @@ NO_ARRAY_INPUT = {"random_walk_pca_limit", "limit_diagnostics"}
 
 def _public_functions():
     names = set()
-    for mod in (theory, mlf, nulls, dynamics, flatness, phases, powerlaw, spectrum):
+    for mod in (theory, ensemble, mlf, nulls, dynamics, flatness, phases, powerlaw, spectrum):
         for name in getattr(mod, "__all__", []):
             obj = getattr(mod, name)
             if inspect.isfunction(obj):

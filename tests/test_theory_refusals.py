@@ -130,3 +130,23 @@ def test_other_boundary_checks():
         flatness_curvature_at_zero(0.0, np.ones((2, 4)), 1.0)
     with pytest.raises(ValueError, match="does not move"):
         drift_diffusion(np.c_[np.arange(10.0), np.zeros(10)])
+
+
+def test_ensemble_estimators_refuse_bad_input_with_what_to_do():
+    from sgdyn.theory import ensemble
+
+    v = np.arange(10.0)
+    with pytest.raises(ValueError, match=r"batch_size must be an integer in 1\.\.10"):
+        ensemble.minibatch_moments(v, 11)
+    with pytest.raises(ValueError, match="non-finite"):
+        ensemble.minibatch_moments(np.array([1.0, np.nan, 2.0]), 2)
+    with pytest.raises(ValueError, match="integer sample indices"):
+        ensemble.partition_moments(v, np.array([[0.5, 1.0]]))
+    with pytest.raises(ValueError, match="give exactly one of batch_size"):
+        ensemble.active_temperature(v, 0.1, batch_size=2, batches=np.array([[0, 1]]))
+    with pytest.raises(ValueError, match="losses must be positive"):
+        ensemble.fit_mlf_profiles(np.linspace(-1, 1, 5), np.zeros(5))
+    with pytest.raises(ValueError, match=r"losses must be \(\.\.\., K, A\)"):
+        ensemble.fit_mlf_profiles(np.ones((2, 5)) * np.linspace(-1, 1, 5), np.ones((3, 5)))
+    with pytest.raises(ValueError, match="positive x and y"):
+        ensemble.power_law_with_null(v, v + 1)

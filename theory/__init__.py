@@ -10,7 +10,7 @@ The same estimators therefore run on a real network's trajectory, on a simulated
 random-landscape trajectory and on the random-walk null models (:mod:`.nulls`).
 """
 
-from . import mlf, nulls
+from . import ensemble, mlf, nulls
 from .dynamics import (
     DriftDiffusion,
     DriftTest,
@@ -52,6 +52,7 @@ __all__ = [
     "cumulative_variance_excl_pc1",
     "detect_transition",
     "drift_diffusion",
+    "ensemble",
     "drift_test",
     "drift_test_from_gram",
     "fit_power_law",

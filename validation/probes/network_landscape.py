@@ -590,6 +590,25 @@ class NetworkLandscape:
         return out
 
     @_in_eval_mode
+    def per_sample_losses_along(self, w0, directions, amplitudes) -> torch.Tensor:
+        """Per-sample losses l_s(w0 + a_kj p_k) for directions (K, N) and amplitudes (K, A)
+        (or (A,) shared), float64 (n_samples, K, A): the profiles of every minibatch (its
+        mean over its samples), batched like :meth:`losses_along` (cached tail)."""
+        P = self.as_directions(directions)
+        a = torch.as_tensor(amplitudes, dtype=torch.float64)
+        if a.ndim == 1:
+            a = a[None].expand(P.shape[0], -1)
+        if a.ndim != 2 or a.shape[0] != P.shape[0]:
+            raise ValueError(f"amplitudes must be (K, A) with K={P.shape[0]}, got {tuple(a.shape)}")
+        out = torch.empty((self.n_samples, *a.shape), dtype=torch.float64)
+        for k0, ev in self.evaluators(w0, P):
+            K = ev.n_dirs
+            kk = torch.arange(K).repeat_interleave(a.shape[1])
+            vals = ev.pairs(kk, a[k0 : k0 + K].reshape(-1), per_sample=True)  # (pairs, n)
+            out[:, k0 : k0 + K] = vals.T.reshape(self.n_samples, K, a.shape[1])
+        return out
+
+    @_in_eval_mode
     def losses_along_reference(self, w0, directions, amplitudes) -> torch.Tensor:
         """Same as :meth:`losses_along` by perturbing the model and running it whole."""
         w0 = self.as_point(w0, "w0")
@@ -698,12 +717,13 @@ class ProfileEvaluator:
         return out
 
     @torch.no_grad()
-    def pairs(self, k: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    def pairs(self, k: torch.Tensor, a: torch.Tensor, *, per_sample: bool = False) -> torch.Tensor:
         with eval_mode(self.land.model):  # once per call, not per tail batch (hot path)
-            return self._pairs(k, a)
+            return self._pairs(k, a, per_sample)
 
-    def _pairs(self, k: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """Mean losses (float64, (n_pairs,)) at w0 + a[j] P[k[j]].
+    def _pairs(self, k: torch.Tensor, a: torch.Tensor, per_sample: bool = False) -> torch.Tensor:
+        """Mean losses (float64, (n_pairs,)) at w0 + a[j] P[k[j]]; ``per_sample``: every
+        sample's loss instead, (n_pairs, n_samples).
 
         Pairs go through the tail in chunks of about ``_TAIL_ELEMS`` activations: each
         pair's z = z0 + a D_k is written into a reused buffer (``torch.add`` with a scalar
@@ -716,12 +736,18 @@ class ProfileEvaluator:
         a = torch.as_tensor(a, dtype=torch.float64)
         n_pairs = int(k.shape[0])
         self.n_pairs += n_pairs
-        out = torch.empty(n_pairs, dtype=torch.float64)
+        n = land.n_samples
+        out = torch.empty((n_pairs, n) if per_sample else n_pairs, dtype=torch.float64)
         if land.mode == "whole":
             for j in range(n_pairs):
-                out[j] = land._whole_loss(self.w0 + float(a[j]) * self.P[k[j]])
+                w = self.w0 + float(a[j]) * self.P[k[j]]
+                if per_sample:
+                    for s0 in range(0, n, 4096):
+                        sl = slice(s0, s0 + 4096)
+                        out[j, sl] = land._sample_losses(w, sl).double().cpu()
+                else:
+                    out[j] = land._whole_loss(w)
             return out
-        n = land.n_samples
         # pairs x samples per tail batch, bounded by the activation budget
         rows = max(1, _TAIL_ELEMS // max(self.out_elems, 16))
         pc = max(1, min(n_pairs, rows // n)) if rows >= n else 1
@@ -744,10 +770,14 @@ class ProfileEvaluator:
                 if key not in y_rep:
                     y = land.y[s0 : s0 + ns]
                     y_rep[key] = y.repeat(npc, *([1] * (y.ndim - 1)))
-                if land.loss_fn.is_cross_entropy and logits.ndim == 2:
+                if per_sample:
+                    per = land.loss_fn(logits, y_rep[key]).view(npc, ns)
+                    out[p0 : p0 + npc, s0 : s0 + ns] = per.double().cpu()
+                elif land.loss_fn.is_cross_entropy and logits.ndim == 2:
                     tot += _ce_sum_rows(logits, y_rep[key], npc)
                 else:
                     per = land.loss_fn(logits, y_rep[key])
                     tot += per.view(npc, -1).sum(1, dtype=torch.float64)
-            out[p0 : p0 + npc] = (tot / n).cpu()
+            if not per_sample:
+                out[p0 : p0 + npc] = (tot / n).cpu()
         return out
