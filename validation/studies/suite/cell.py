@@ -6,7 +6,10 @@ reuses ``sgdyn reproduce`` for the network part (:func:`run_reproduce` into
 equilibrium contrast; its ``capture.pt`` makes a rerun skip training), then
 
 - measures the per-minibatch MLF ensemble along the top PCA directions at w0 (the window's
-  last snapshot) through the ``Landscape`` protocol (:mod:`.ensemble`);
+  last snapshot) through the ``Landscape`` protocol: the mechanism study's
+  :func:`~sgdyn.validation.studies.mechanism.measure_ensemble` (per-mode M^mu_ii, theta^mu_i,
+  L^mu_0) and ``measure_diffusion`` (T_i(0)), and the K x K cross-mode matrices of
+  :mod:`.ensemble`;
 - reads the Fig 3B exponents off it (sigma_theta,i ~ F_i, M0_ii ~ F_i^-2, (M0 sigma_theta)^2
   ~ F_i^-2) and the active temperature T_i(0) of Eq 17 against F_i;
 - builds the ``from-network`` simulator ensemble and integrates SGD with the network's alpha,
@@ -66,6 +69,11 @@ def run_cell(params: dict, cell_dir: Path) -> dict:
     from sgdyn.validation.data import load_dataset
     from sgdyn.validation.models import build_model
     from sgdyn.validation.probes.network_landscape import NetworkLandscape
+    from sgdyn.validation.studies.mechanism import (
+        epoch_batches,
+        measure_diffusion,
+        measure_ensemble,
+    )
     from sgdyn.validation.studies.reproduce.pipeline import CHECKPOINT, run_reproduce
 
     from .ensemble import measure_minibatch_ensemble
@@ -99,22 +107,29 @@ def run_cell(params: dict, cell_dir: Path) -> dict:
     w0 = st["trajectory"][-1].to(land.dtype)
     F = np.asarray(F_net[:K], dtype=np.float64)
     Ffill = np.where(np.isfinite(F), F, np.nanmedian(F))
+    # the per-mode ensemble of the mechanism study (one-direction Eq 9 fits of whole
+    # minibatch profiles over one epoch's random partition) and its exact T_i(0) (Eq 17)
+    amps = np.linspace(-0.5, 0.5, 9)[None] * Ffill[:, None]
+    batches = epoch_batches(len(data), cfg.batch_size, 1, seed=cfg.seed)
+    mech = measure_ensemble(land, w0, P, batches, amps, F=F)
+    T0 = measure_diffusion(land, w0, P, cfg.lr, batch_size=cfg.batch_size).T0
+    # the cross-mode structure in the top-K subspace: K x K matrices M^mu by central
+    # differences of minibatch gradients (the suite's own, :mod:`.ensemble`)
     ens = measure_minibatch_ensemble(
         land, w0, P, steps=p["ensemble_step"] * Ffill, max_batches=p["ensemble_batches"]
     )
     timings["ensemble_s"] = time.perf_counter() - t1
     d = slice(1, K)
-    sig_th = ens.theta.std(axis=0, ddof=1)
-    M0 = ens.M.mean(axis=0)
-    T0 = ens.temperature(cfg.lr)
+    sig_th = np.sqrt(mech.sigma_theta2)
     rec["mlf"] = {
         "n_modes": K,
-        "n_minibatches": int(ens.M.shape[0]),
+        "n_minibatches": int(mech.M.shape[0]),
         "sigma_theta_vs_F": _fit(F[d], sig_th[d]),
-        "M0_vs_F": _fit(F[d], M0[d]),
-        "product_vs_F": _fit(F[d], (M0[d] * sig_th[d]) ** 2),
+        "M0_vs_F": _fit(F[d], mech.M0[d]),
+        "product_vs_F": _fit(F[d], mech.product[d]),
         "T0_vs_F": _fit(F[d], T0[d]),
-        "fraction_negative_curvature": float(np.mean(ens.M[:, d] <= 0)),
+        "fraction_negative_curvature": float(np.mean(mech.M[:, d] <= 0)),
+        "median_fit_rms": float(np.median(mech.rms)),
     }
     # ---- simulator from the network -----------------------------------------------------------
     t2 = time.perf_counter()
@@ -122,7 +137,7 @@ def run_cell(params: dict, cell_dir: Path) -> dict:
     T = int(st["trajectory"].shape[0])
     sim_arrays = {}
     try:
-        spec = from_network(ens.M, ens.theta, ens.L0, M_cross=ens.M_cross, F=F)
+        spec = from_network(mech.M, mech.theta, mech.L0, M_cross=ens.M_cross, F=F)
         sim, sim_arrays = simulate_from_network(
             spec, alpha=cfg.lr, steps_per_epoch=spe, window_steps=T, replicas=p["replicas"],
             seed=cfg.seed, max_steps=p["sim_max_steps"],
@@ -140,8 +155,10 @@ def run_cell(params: dict, cell_dir: Path) -> dict:
     timings["simulator_s"] = time.perf_counter() - t2
     rec["sim"] = sim
     rec["timings"] = timings
-    arrays = {"F_network": F_net, "var_network": var_net, **ens.arrays(), **sim_arrays,
-              "T0": T0}  # fmt: skip
+    arrays = {"F_network": F_net, "var_network": var_net, "ensemble_M": mech.M,
+              "ensemble_theta": mech.theta, "ensemble_L0": mech.L0, "ensemble_M0": mech.M0,
+              "ensemble_sigma_theta2": mech.sigma_theta2, "ensemble_product": mech.product,
+              "ensemble_M_cross": ens.M_cross, "T0": T0, **sim_arrays}  # fmt: skip
     np.savez_compressed(cell_dir / "suite_arrays.npz", **arrays)
     try:
         _panel(cell_dir / "panel.png", arrays, rec)
