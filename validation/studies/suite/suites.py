@@ -1,4 +1,4 @@
-"""Suites as data: one TOML file per suite in ``suites/`` (read with :mod:`tomllib`).
+"""Suites as data: one TOML file per suite in ``suites/`` (:mod:`tomllib`; tomli on 3.10).
 
 A suite file has ``name``, ``description``, a ``[defaults]`` table (cell parameters every
 cell gets) and ``[[grid]]`` tables whose list-valued axes expand as a product::
@@ -19,8 +19,13 @@ the command (``--data-root``) to cells whose dataset reads files (mnist, cifar10
 from __future__ import annotations
 
 import itertools
-import tomllib
+import sys
 from importlib import resources
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 from sgdyn.validation.sweeps import Cell
 
