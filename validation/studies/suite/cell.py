@@ -33,12 +33,16 @@ log = logging.getLogger(__name__)
 #: cell parameters handed to ``ReproduceConfig`` (the rest belong to the suite's own stages)
 REPRO_KEYS = (
     "dataset", "data_root", "model", "hidden", "optimizer", "lr", "batch_size", "seed",
-    "window_epochs", "min_epochs", "max_epochs", "settle_epochs", "rank_range",
-    "n_theta_saved", "landscape_modes", "langevin_steps", "quick", "classes",
+    "window_epochs", "window_start", "min_epochs", "max_epochs", "settle_epochs", "rank_range",
+    "n_theta_saved", "landscape_modes", "langevin_steps", "quick", "classes", "device",
 )  # fmt: skip
 SUITE_KEYS = ("ensemble_modes", "ensemble_batches", "ensemble_step", "replicas", "sim_max_steps")
 DEFAULTS = dict(ensemble_modes=20, ensemble_batches=128, ensemble_step=0.1, replicas=32,
                 sim_max_steps=20000)  # fmt: skip
+
+
+class _Skip(Exception):
+    """The simulator does not apply to this cell (the reason is recorded)."""
 
 
 def _fit(x, y) -> dict:
@@ -60,7 +64,8 @@ def reproduce_config(params: dict):
     for k in ("hidden", "rank_range", "classes"):
         if kw.get(k) is not None:
             kw[k] = tuple(kw[k])
-    return ReproduceConfig(**kw, device="cpu")
+    kw.setdefault("device", "cpu")
+    return ReproduceConfig(**kw)
 
 
 def run_cell(params: dict, cell_dir: Path) -> dict:
@@ -136,10 +141,13 @@ def run_cell(params: dict, cell_dir: Path) -> dict:
     spe = int(st["steps_per_epoch"])
     T = int(st["trajectory"].shape[0])
     sim_arrays = {}
+    alpha_sim = cfg.lr / (1.0 - 0.9) if cfg.optimizer == "momentum" else cfg.lr
     try:
+        if cfg.optimizer == "adam":
+            raise _Skip("the simulator integrates SGD; Adam's per-parameter steps have no alpha")
         spec = from_network(mech.M, mech.theta, mech.L0, M_cross=ens.M_cross, F=F)
         sim, sim_arrays = simulate_from_network(
-            spec, alpha=cfg.lr, steps_per_epoch=spe, window_steps=T, replicas=p["replicas"],
+            spec, alpha=alpha_sim, steps_per_epoch=spe, window_steps=T, replicas=p["replicas"],
             seed=cfg.seed, max_steps=p["sim_max_steps"],
             measured={"M": ens.M_cross, "grad_log": ens.grad / ens.L0[:, None], "L0": ens.L0},
         )  # fmt: skip
@@ -148,8 +156,11 @@ def run_cell(params: dict, cell_dir: Path) -> dict:
             "theta1_0": spec.theta1_0, "floored_modes": spec.meta["floored_modes"],
             "offdiag_fit": spec.meta.get("offdiag_fit"),
         }  # fmt: skip
-        if cfg.optimizer != "sgd":
-            sim["note"] = f"the simulator integrates plain SGD; the network used {cfg.optimizer}"
+        sim["alpha"] = alpha_sim
+        if cfg.optimizer == "momentum":
+            sim["note"] = "momentum 0.9: SGD at the effective step alpha / (1 - 0.9)"
+    except _Skip as e:
+        sim = {"skipped": str(e)}
     except (ValueError, RuntimeError) as e:
         sim = {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
     timings["simulator_s"] = time.perf_counter() - t2

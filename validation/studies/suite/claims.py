@@ -122,6 +122,8 @@ def temperature_inverse(rec):
 
 
 def sim_reproduces_psi(rec):
+    if _get(rec, "sim", "skipped"):
+        return "not applicable", None, _get(rec, "sim", "skipped")
     p, pe = _get(rec, "psi"), _get(rec, "psi_err") or 0.0
     v = _get(rec, "sim", "variants", PRIMARY_SIM)
     if p is None or v is None or v.get("psi") is None:

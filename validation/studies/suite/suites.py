@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import sys
 from importlib import resources
+from pathlib import Path
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,15 +43,22 @@ def available_suites() -> list[str]:
 
 
 def load_suite(name: str) -> dict:
-    """The parsed suite file ``name`` (refuses an unknown name with the list)."""
+    """The parsed suite ``name``: a shipped suite, or the path of a user's ``.toml`` file in
+    the same format (refuses an unknown name with the list)."""
     names = available_suites()
-    if name not in names:
-        raise ValueError(f"unknown suite {name!r}; choose one of {names}")
-    text = (resources.files(__package__) / "suites" / f"{name}.toml").read_text()
+    if str(name).endswith(".toml"):
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"suite file {path} does not exist")
+        text = path.read_text()
+    elif name in names:
+        text = (resources.files(__package__) / "suites" / f"{name}.toml").read_text()
+    else:
+        raise ValueError(f"unknown suite {name!r}; choose one of {names} or a .toml file")
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:  # pragma: no cover - the shipped files parse (tested)
-        raise ValueError(f"suite file {name}.toml does not parse: {e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"suite file {name} does not parse: {e}") from e
 
 
 def _fmt(x) -> str:
