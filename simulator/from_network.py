@@ -14,10 +14,17 @@ PC1, the drift direction), one row per minibatch mu (the mechanism stage's ``ens
 Output: :class:`MLFEnsembleSpec` with the mean-field law of Sec IV read off as moments,
 nothing fitted to the network's psi:
 
-    M0_i = <M^mu_ii>,  sigma_M,i = std M^mu_ii,  theta1_0 = <theta^mu_1>,
-    sigma_theta,i = std theta^mu_i (i >= 2; mode 1 about its mean),
-    L0 = <L^mu_0>,  L0_cv = std L^mu_0 / L0,
+    M0_i = <M^mu_ii>,  sigma_M,i = std M^mu_ii,  L0 = <L^mu_0>,  L0_cv = std L^mu_0 / L0,
+    b^mu_i = M^mu_ii theta^mu_i  (minus the log-slope of L^mu at w0: always well measured),
+    theta1_0 = <b^mu_1> / M0_1,
+    sigma_theta,i^2 = (Var b^mu_i - sigma_M,i^2 theta_0,i^2) / (M0_i^2 + sigma_M,i^2),
     s_i s_j ~ std_mu M^mu_ij (i != j): least squares of ln std M_ij = ln s_i + ln s_j.
+
+sigma_theta comes from the moments of b = M theta under the law's independence of M^mu_ii
+and theta^mu_i (E b = M0 theta_0, Var b = (M0^2 + sigma_M^2) sigma_theta^2 + sigma_M^2
+theta_0^2), not from the spread of the one-direction minima theta^mu_i = b^mu_i / M^mu_ii
+themselves: a minibatch whose profile is nearly flat along p_i (M^mu_ii ~ 0, typical of PC1)
+gives an arbitrarily large theta^mu_i, and that outlier would set sigma_theta alone.
 
 A measured network direction can have <M^mu_ii> <= 0 (a locally concave profile); the MLF law
 needs M0_i > 0, so such modes are floored at ``min_curvature_frac`` times the median positive
@@ -123,8 +130,11 @@ def from_network(
     floored = np.nonzero(M0 < floor)[0]
     M0 = np.maximum(M0, floor)
     sigma_M = M.std(axis=0, ddof=1)
-    sigma_theta = theta.std(axis=0, ddof=1)
-    theta1_0 = float(theta[:, 0].mean())
+    b = M * theta  # M^mu_ii theta^mu_i = - d ln L^mu / d theta_i at w0
+    theta1_0 = float(b[:, 0].mean() / M0[0])
+    var_b = b.var(axis=0, ddof=1)
+    var_b[0] -= sigma_M[0] ** 2 * theta1_0**2
+    sigma_theta = np.sqrt(np.clip(var_b, 0.0, None) / (M0**2 + sigma_M**2))
     L0_mean = float(Lmu.mean())
     L0_cv = float(Lmu.std(ddof=1) / L0_mean)
     meta = {
