@@ -8,8 +8,9 @@ PC1, the drift direction), one row per minibatch mu (the mechanism stage's ``ens
 - ``theta`` (n_mu, K): per-minibatch minimum theta^mu_i along p_i;
 - ``L0`` (n_mu, K) or (n_mu,): per-minibatch level L^mu_0 (one per minibatch; a (n_mu, K)
   array from per-direction fits is averaged over directions);
-- optionally ``M_cross`` (n_mu, K, K): the full per-minibatch matrix M^mu_ij in the top-K
-  subspace, whose off-diagonal spread sets the separable cross-mode scale sigma_ij = s_i s_j.
+- optionally ``M_cross`` (n, K, K): the full per-minibatch matrix M^mu_ij in the top-K
+  subspace (its own set of n minibatches), whose off-diagonal spread sets the separable
+  cross-mode scale sigma_ij = s_i s_j.
 
 Output: :class:`MLFEnsembleSpec` with the mean-field law of Sec IV read off as moments,
 nothing fitted to the network's psi:
@@ -149,8 +150,8 @@ def from_network(
     sigma_off, off_profile = 0.0, None
     if M_cross is not None:
         Mc = _arr(M_cross, "M_cross", (3,))
-        if Mc.shape != (n_mu, K, K):
-            raise ValueError(f"M_cross must be (n_mu, K, K) = ({n_mu}, {K}, {K}), got {Mc.shape}")
+        if Mc.shape[1:] != (K, K):  # its own minibatches: only the off-diagonal spread is used
+            raise ValueError(f"M_cross must be (n, K, K) with K = {K}, got {Mc.shape}")
         sigma_off, off_profile, info = fit_separable_offdiag(Mc)
         meta["offdiag_fit"] = info
     return MLFEnsembleSpec(

@@ -60,6 +60,11 @@ def test_cross_mode_structure_recovered():
     _within(ens.theta.var(axis=0)[1:], sig_exact[1:], 0.25)
     diag = from_network(ens.M, ens.theta, ens.L0)
     assert diag.sigma_off == 0.0 and diag.meta["cross_mode"] == "diagonal"
+    # the cross-mode matrices may come from another set of minibatches
+    half = from_network(ens.M, ens.theta, ens.L0, M_cross=ens.M_cross[: N_MU // 2])
+    _within(half.s, spec.s, 0.15)
+    with pytest.raises(ValueError, match="K = 6"):
+        from_network(ens.M, ens.theta, ens.L0, M_cross=ens.M_cross[:, :5, :5])
 
 
 def test_separable_fit_against_dense_samples():
