@@ -35,7 +35,8 @@ def _within(est, true, rel):
 
 
 def test_diagonal_spec_recovered_within_sampling_error():
-    spec = replace(paper_like(6, F_min=1, F_max=3), sigma_off=0.0)
+    # cv_M = 0.5: sigma_M matters in sigma_theta's moment estimator (M0^2 + sigma_M^2)
+    spec = replace(paper_like(6, F_min=1, F_max=3, cv_M=0.5), sigma_off=0.0)
     ens = _measure(spec)
     got = get_preset("from-network", M=ens.M, theta=ens.theta, L0=ens.L0, M_cross=ens.M_cross)
     n = N_MU
@@ -153,3 +154,21 @@ def test_flat_minibatch_does_not_set_sigma_theta():
     assert np.abs(theta2[:, 1]).max() > 1e4  # the outlier is there ...
     _within(got.sigma_theta[1:], base.sigma_theta[1:], 0.1)  # ... and does not matter
     _within(base.sigma_theta[1:], [0.2, 0.1], 0.15)
+
+
+def test_mechanism_measurement_feeds_from_network():
+    """The contract path: the mechanism study's measure_ensemble on the simulator's own
+    landscape -> plain arrays -> from-network recovers the spec it was built from."""
+    from sgdyn.validation.studies.mechanism import measure_ensemble
+
+    spec = replace(paper_like(6, F_min=1, F_max=3), sigma_off=0.0)
+    land = MLFLandscape(spec, N_MU, seed=3, dtype=torch.float64)
+    eye = torch.eye(6, dtype=torch.float64)
+    m = measure_ensemble(land, torch.zeros(6, dtype=torch.float64), eye,
+                         np.arange(N_MU)[:, None], np.linspace(-0.3, 0.3, 7))  # fmt: skip
+    got = from_network(m.M, m.theta, m.L0)
+    n = N_MU
+    _within(got.M0, spec.M0, 4 * spec.sigma_M.max() / spec.M0.min() / np.sqrt(n))
+    _within(got.sigma_M, spec.sigma_M, 4 / np.sqrt(2 * n))
+    _within(got.sigma_theta, spec.sigma_theta, 6 / np.sqrt(2 * n))
+    _within(got.L0, spec.L0, 4 * spec.L0_cv / np.sqrt(n))
