@@ -108,9 +108,13 @@ def test_cli_bad_input_refused_before_the_folder(tiny_run, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_quick_suite_reduced_end_to_end(tmp_path):
+def test_quick_suite_end_to_end(tmp_path):
+    """The README's command: the whole quick suite (about 2-3 minutes with --jobs 2)."""
     out = tmp_path / "q"
-    assert main(["validate", "--suite", "quick", "--quick", "--jobs", "2", "--out", str(out),
+    assert main(["validate", "--suite", "quick", "--jobs", "2", "--out", str(out),
                  "--no-progress"]) == 0  # fmt: skip
     s = json.loads((out / "summary.json").read_text())
     assert s["n_failed"] == 0 and s["n_cells"] == 4
+    assert s["timings"]["total_s"] < 600
+    assert s["claims"]["psi_positive"]["status"] == "holds"
+    assert all(c["wall_s"] > 0 for c in s["cells"])
