@@ -8,7 +8,7 @@ import pytest
 
 from sgdyn.validation.cli import main
 from sgdyn.validation.studies.suite.claims import CLAIMS
-from sgdyn.validation.studies.suite.study import ValidateConfig, run_validate
+from sgdyn.validation.studies.suite.study import ValidateConfig, run_validate, spectrum_top_k
 
 TINY = """
 name = "tiny"
@@ -73,6 +73,8 @@ def test_records_claims_and_report(tiny_run):
     assert rec["sim"]["variants"]["network"]["psi"] is not None
     assert "skipped" in cells[ADAM]["record"]["sim"]  # Adam has no SGD step to simulate
     assert set(s["claims"]) == set(CLAIMS)
+    row = next(r for r in s["psi_table"] if r["key"] == SGD)
+    assert row["gamma_network_topk"] is not None and row["gamma_sim_topk"] is not None
     for c in s["claims"].values():
         assert CIFAR in c["not_measured"]  # a failed cell never passes a claim
     md = (out / "report.md").read_text()
@@ -105,6 +107,20 @@ def test_cli_bad_input_refused_before_the_folder(tiny_run, tmp_path, capsys):
     assert main(["validate", "--suite", "nope", "--out", str(out)]) == 2
     assert "unknown suite 'nope'" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_top_k_spectrum_exponent_against_a_power_law(tmp_path):
+    import numpy as np
+
+    r = np.arange(1, 21, dtype=float)
+    f = tmp_path / "a.npz"
+    rng = np.random.default_rng(0)
+    np.savez(f, ensemble_M=np.ones((3, 20)), var_network=r**-2.5,
+             sim_var_network=rng.permutation(r**-1.5))  # fmt: skip
+    g = spectrum_top_k(f)
+    assert g["gamma_network_topk"] == pytest.approx(2.5)
+    assert g["gamma_sim_topk"] == pytest.approx(1.5)  # sorted: a spectrum, not mode order
+    assert spectrum_top_k(tmp_path / "missing.npz")["gamma_sim_topk"] is None
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -114,6 +115,8 @@ def run_validate(
         rows.append(row)
     table = claims_mod.evaluate(records)
     psi_rows = [_psi_row(k, rec) for k, rec in records.items()]
+    for row in psi_rows:
+        row.update(spectrum_top_k(rd.path / "cells" / row["key"] / "suite_arrays.npz"))
     summary = {
         "suite": cfg.suite,
         "description": suite.get("description", ""),
@@ -138,6 +141,31 @@ def run_validate(
     }
     return rd.finish(summary, arrays=arrays, report=report_markdown(summary, figures),
                      title=f"sgdyn validate: suite {cfg.suite}")  # fmt: skip
+
+
+def spectrum_top_k(path) -> dict:
+    """gamma over ranks 2..K of the network's PCA variances and of the simulator's (the
+    ``network`` variant's per-mode window variances, sorted: its modes are its principal axes
+    up to the weak cross-mode terms), so the two spectra compare over the same ranks."""
+    from sgdyn.theory import fit_power_law
+
+    out = {"gamma_network_topk": None, "gamma_sim_topk": None}
+    if not Path(path).is_file():
+        return out
+    with np.load(path, allow_pickle=False) as z:
+        arrs = {k: z[k] for k in z.files}
+    K = int(arrs["ensemble_M"].shape[1]) if "ensemble_M" in arrs else 0
+    for name, key in (("gamma_network_topk", "var_network"),
+                      ("gamma_sim_topk", f"sim_var_{PRIMARY}")):  # fmt: skip
+        v = arrs.get(key)
+        if v is None or K < 5:
+            continue
+        v = np.sort(np.asarray(v, float)[:K])[::-1]
+        ok = np.isfinite(v) & (v > 0)
+        ranks = np.arange(1, v.size + 1)
+        if ok[1:].sum() >= 3:
+            out[name] = float(-fit_power_law(ranks[1:][ok[1:]], v[1:][ok[1:]], n_boot=0).slope)
+    return out
 
 
 def _nan(x):
@@ -314,17 +342,20 @@ def report_markdown(summary: dict, figures) -> str:
                  f"{nm} |")  # fmt: skip
     L += ["", "## psi per cell: network, simulator-from-network, mean-field theory", "",
           "| cell | psi_real | psi_sim (network variant) | theory: diffusive limit (2) | "
-          "theory: exact window | psi_eq (Langevin) | gamma | wall s |",
-          "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+          "theory: exact window | psi_eq (Langevin) | gamma | gamma top-K: network / sim | "
+          "wall s |",
+          "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     walls = {c["key"]: c.get("wall_s") for c in summary["cells"]}
     for r in summary["psi_table"]:
         if r.get("error"):
-            L.append(f"| {r['key']} | failed: {r['error']} | | | | | | {_f(walls[r['key']], 0)} |")
+            L.append(f"| {r['key']} | failed: {r['error']} | | | | | | | "
+                     f"{_f(walls[r['key']], 0)} |")  # fmt: skip
             continue
         L.append(
             f"| {r['key']} | {_f(r['psi_real'])} ± {_f(r['psi_real_err'])} | "
             f"{_f(r['psi_sim'])} ± {_f(r['psi_sim_err'])} | {_f(r['theory_diffusive'])} | "
             f"{_f(r['theory_window'])} | {_f(r.get('psi_eq'))} | {_f(r.get('gamma'))} | "
+            f"{_f(r.get('gamma_network_topk'))} / {_f(r.get('gamma_sim_topk'))} | "
             f"{_f(walls[r['key']], 0)} |"
         )
     L += ["", "## Ablations (psi of each simulator variant)", "",
