@@ -27,7 +27,9 @@ def _keys(s: str):
 
 def add_arguments(p) -> None:
     add_common_options(p)
-    p.add_argument("--suite", default="quick", help="suite name: quick, paper or full")
+    p.add_argument(
+        "--suite", default="quick", help="suite: quick, paper, full, or the path of a .toml file"
+    )
     p.add_argument(
         "--cells",
         type=_keys,
