@@ -116,7 +116,7 @@ def run_cell(params: dict, cell_dir: Path) -> dict:
     # minibatch profiles over one epoch's random partition) and its exact T_i(0) (Eq 17)
     amps = np.linspace(-0.5, 0.5, 9)[None] * Ffill[:, None]
     batches = epoch_batches(len(data), cfg.batch_size, 1, seed=cfg.seed)
-    mech = measure_ensemble(land, w0, P, batches, amps, F=F)
+    mech = measure_ensemble(land, w0, P, batches, amps)  # F may hold NaN (unbounded PC1)
     T0 = measure_diffusion(land, w0, P, cfg.lr, batch_size=cfg.batch_size).T0
     # the cross-mode structure in the top-K subspace: K x K matrices M^mu by central
     # differences of minibatch gradients (the suite's own, :mod:`.ensemble`)
