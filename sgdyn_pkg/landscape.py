@@ -12,7 +12,10 @@ A *landscape* gives, for a flat parameter vector ``w`` of length ``n_params``:
   every minibatch's gradient projection exactly;
 - ``per_sample_losses_along(w0, directions, amplitudes)``: per-sample losses
   l_s(w0 + a_kj p_k), (n_samples, K, A) float64: every minibatch's loss profile L^mu_k(a)
-  is the mean over its samples (the MLF ensemble of Sec IV, exactly).
+  is the mean over its samples (the MLF ensemble of Sec IV, exactly);
+- ``per_sample_slopes_along(w0, directions, amplitudes)``: per-sample slopes
+  d l_s(w0 + a p_k)/da = g_s(w0 + a_kj p_k) . p_k, (n_samples, K, A) float64: the active
+  temperature profiles T_k(a) of Eq 17 (a variance over minibatches of their means).
 
 The simulator's landscape counts each of its minibatches as one "sample" (its L^mu and
 gradient), so a minibatch there is a single index.
@@ -47,5 +50,9 @@ class Landscape(Protocol):
     def per_sample_projections(self, w: torch.Tensor, directions: torch.Tensor) -> torch.Tensor: ...
 
     def per_sample_losses_along(
+        self, w0: torch.Tensor, directions: torch.Tensor, amplitudes: torch.Tensor
+    ) -> torch.Tensor: ...
+
+    def per_sample_slopes_along(
         self, w0: torch.Tensor, directions: torch.Tensor, amplitudes: torch.Tensor
     ) -> torch.Tensor: ...

@@ -151,6 +151,34 @@ class MLFLandscape:
             out[s : s + m] = Lm.double().reshape(m, n).cpu()
         return out.reshape(self.n_minibatches, *a.shape)
 
+    def per_sample_slopes_along(self, w0, directions, amplitudes) -> torch.Tensor:
+        """dL^mu(w0 + a p_k)/da = grad L^mu . p_k at every (direction, amplitude) for every
+        minibatch mu, float64 (n_minibatches, K, A) (the active temperature, Eq 17)."""
+        d = torch.as_tensor(directions, dtype=self.dtype, device=self.device)
+        if d.dim() == 1:
+            d = d[None]
+        if d.dim() != 2 or d.shape[1] != self.n_params or not torch.isfinite(d).all():
+            raise ValueError(
+                f"directions must be finite (K, {self.n_params}), got {tuple(d.shape)}"
+            )
+        a = torch.as_tensor(amplitudes, dtype=self.dtype, device=self.device)
+        if a.dim() == 1:
+            a = a[None].expand(d.shape[0], -1)
+        if a.dim() != 2 or a.shape[0] != d.shape[0]:
+            raise ValueError(f"amplitudes must be (K, A) with K={d.shape[0]}, got {tuple(a.shape)}")
+        w0 = torch.as_tensor(w0, dtype=self.dtype, device=self.device).reshape(-1)
+        K, A = a.shape
+        P = (w0[None, None, :] + a[:, :, None] * d[:, None, :]).reshape(-1, self.n_params)
+        dirs = d[:, None, :].expand(K, A, -1).reshape(-1, self.n_params)
+        n = P.shape[0]
+        out = torch.empty((self.n_minibatches, n), dtype=torch.float64)
+        for s in range(0, self.n_minibatches, 64):
+            mu = torch.arange(s, min(s + 64, self.n_minibatches), device=self.device)
+            m = mu.numel()
+            _, g = self.loss_and_grad_pairs(mu.repeat_interleave(n), P.repeat(m, 1))
+            out[s : s + m] = (g.reshape(m, n, -1) * dirs.to(g.dtype)).sum(-1).double().cpu()
+        return out.reshape(self.n_minibatches, K, A)
+
     @property
     def n_samples(self) -> int:
         """Each minibatch counts as one sample (see :meth:`per_sample_projections`)."""

@@ -24,6 +24,7 @@ def _run(out, *extra):
             "--quick",
             "--no-progress",
             "--no-landscape",
+            "--no-mechanism",  # tests/test_mechanism_stage.py runs it
             "--device",
             "cpu",
             "--out",

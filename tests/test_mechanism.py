@@ -110,6 +110,10 @@ def test_lenet_conv2d_probe_diffusion_equals_autograd():
     slopes = _autograd_slopes(m, L.probe_name, d.images().double(), d.y, w0, P, combos)
     res = measure_diffusion(L, w0, P, LR)
     np.testing.assert_allclose(res.D, LR**2 * slopes.var(0), rtol=1e-8)
+    tm = measure_temperature(L, w0, P[:1], np.array([0.0, 0.3]), LR)  # conv slopes, batched
+    assert tm.T[0, 0] == pytest.approx(res.T0[0], rel=1e-9)
+    s = _autograd_slopes(m, L.probe_name, d.images().double(), d.y, w0 + 0.3 * P[0], P[:1], combos)
+    assert tm.T[0, 1] == pytest.approx(LR / 2 * s.var(), rel=1e-8)
 
 
 def test_simulator_landscape_recovers_the_ensemble_it_was_built_from():
@@ -183,3 +187,26 @@ def test_per_sample_losses_along_cached_tail_equals_whole_model(small_mlp):
     assert fast.shape == (10, 2, 3)
     torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(fast.mean(0), L.losses_along(L.current(), P, a))
+
+
+def test_per_sample_slopes_along_equal_projections_at_the_shifted_points(small_mlp):
+    m, d, L = small_mlp
+    slow = NetworkLandscape(m, "layers.1.weight", d, batch_size=3, fast=False)
+    P = _unit(2, L.n_params, seed=4)
+    a = torch.tensor([[-1.0, 0.0, 0.5], [0.2, 1.0, 2.0]], dtype=torch.float64)
+    w0 = L.current()
+    fast = L.per_sample_slopes_along(w0, P, a)
+    for k in range(2):
+        for j in range(3):
+            ref = L.per_sample_projections(w0 + a[k, j] * P[k], P[k : k + 1])[:, 0]
+            torch.testing.assert_close(fast[:, k, j], ref, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(slow.per_sample_slopes_along(w0, P, a), fast, rtol=1e-9, atol=1e-12)
+    spec = paper_like(N=5)
+    land = MLFLandscape(spec, 12, seed=1, dtype=torch.float64)
+    Q = _unit(3, 5, seed=5)
+    b = torch.tensor([-0.1, 0.0, 0.2], dtype=torch.float64)
+    sl = land.per_sample_slopes_along(torch.zeros(5, dtype=torch.float64), Q, b)
+    for k in range(3):
+        for j in range(3):
+            ref = land.per_sample_projections(b[j] * Q[k], Q[k : k + 1])[:, 0]
+            torch.testing.assert_close(sl[:, k, j], ref, rtol=1e-10, atol=1e-14)

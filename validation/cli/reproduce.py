@@ -1,6 +1,7 @@
 """Run the paper's protocol (Fig 1 A-D, Fig S1; Fig 2 / S2 / Eq 16 when the landscape
-stage is on) and write summary.json, arrays.npz, PNG figures, report.md and report.html into
---out. Defaults: 784-50-50-10 MLP without bias, SGD alpha=0.1, B=50, on the embedded
+stage is on; Figs 3 and 5 from the mechanism stage unless --no-mechanism) and write
+summary.json, arrays.npz, PNG figures, report.md and report.html into --out.
+Defaults: 784-50-50-10 MLP without bias, SGD alpha=0.1, B=50, on the embedded
 5,000-image MNIST subset (or the full MNIST with --dataset mnist --data-root DIR), a 10-epoch
 window starting in the exploration phase, PCA of the 2,500 weights between the hidden layers.
 capture.pt (keyed on the capture settings and the data) lets a rerun skip training, also
@@ -84,6 +85,19 @@ def add_arguments(p) -> None:
         help="PCA directions whose flatness is measured (conv probes cost far more per direction)",
     )
     p.add_argument(
+        "--no-mechanism",
+        dest="mechanism",
+        action="store_false",
+        default=True,
+        help="skip the mechanism stage (MLF ensemble Fig 3, Eq 14, active temperature Fig 5)",
+    )
+    p.add_argument(
+        "--mechanism-epochs",
+        type=int,
+        default=2,
+        help="epoch partitions whose minibatches form the MLF ensemble of Fig 3",
+    )
+    p.add_argument(
         "--langevin-steps",
         type=int,
         default=6000,
@@ -99,6 +113,8 @@ def _describe(s):
     )
     if "flatness" in s:
         line += f", psi = {s['flatness']['psi']:.2f}"
+    if "mechanism" in s:
+        line += f", psi_D = {s['mechanism']['psi_D']:.2f}"
     return [line + f", total {s['timings']['total_s']:.1f} s"]
 
 

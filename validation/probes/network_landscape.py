@@ -609,6 +609,30 @@ class NetworkLandscape:
         return out
 
     @_in_eval_mode
+    def per_sample_slopes_along(self, w0, directions, amplitudes) -> torch.Tensor:
+        """Per-sample slopes d l_s(w0 + a p_k) / da = g_s(w0 + a_kj p_k) . p_k for directions
+        (K, N) and amplitudes (K, A) (or (A,)), float64 (n_samples, K, A): the active
+        temperature's profiles (Eq 17), many (direction, amplitude) pairs per tail pass."""
+        P = self.as_directions(directions)
+        a = torch.as_tensor(amplitudes, dtype=torch.float64)
+        if a.ndim == 1:
+            a = a[None].expand(P.shape[0], -1)
+        if a.ndim != 2 or a.shape[0] != P.shape[0]:
+            raise ValueError(f"amplitudes must be (K, A) with K={P.shape[0]}, got {tuple(a.shape)}")
+        if not self.linear_in_weight:
+            raise ValueError(
+                "per-sample slopes need a Linear or Conv2d weight as the probe, got "
+                f"{self.probe_name} of {type(self.module).__name__}"
+            )
+        out = torch.empty((self.n_samples, *a.shape), dtype=torch.float64)
+        for k0, ev in self.evaluators(w0, P):
+            K = ev.n_dirs
+            kk = torch.arange(K).repeat_interleave(a.shape[1])
+            vals = ev.slopes(kk, a[k0 : k0 + K].reshape(-1))  # (pairs, n)
+            out[:, k0 : k0 + K] = vals.T.reshape(self.n_samples, K, a.shape[1])
+        return out
+
+    @_in_eval_mode
     def losses_along_reference(self, w0, directions, amplitudes) -> torch.Tensor:
         """Same as :meth:`losses_along` by perturbing the model and running it whole."""
         w0 = self.as_point(w0, "w0")
@@ -714,6 +738,46 @@ class ProfileEvaluator:
                 if len(memo) > 8:
                     memo.clear()
                 memo[float(a[k])] = float(v)
+        return out
+
+    def slopes(self, k: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Per-sample slopes d l_s / da at w0 + a[j] P[k[j]], float64 (n_pairs, n_samples).
+
+        Cached tail: z = z0 + a D_k, so d l_s / da = (d l_s / d z_s) . D_k,s; the tail runs
+        forward and backward once per chunk of pairs. Whole-model path: one per-sample
+        projection pass per pair."""
+        land = self.land
+        k = torch.as_tensor(k, dtype=torch.long)
+        a = torch.as_tensor(a, dtype=torch.float64)
+        n_pairs, n = int(k.shape[0]), land.n_samples
+        out = torch.empty((n_pairs, n), dtype=torch.float64)
+        if land.mode == "whole":
+            for j in range(n_pairs):
+                p = self.P[k[j]]
+                w = self.w0 + float(a[j]) * p
+                out[j] = land.per_sample_projections(w, p[None])[:, 0].double().cpu()
+            return out
+        rows = max(1, _TAIL_ELEMS // max(self.out_elems, 16))
+        pc = max(1, min(n_pairs, rows // n)) if rows >= n else 1
+        sc = n if rows >= n else rows
+        ks, As = k.tolist(), a.tolist()
+        shape = self.z0.shape[1:]
+        with eval_mode(land.model), torch.enable_grad():
+            for p0 in range(0, n_pairs, pc):
+                npc = min(pc, n_pairs - p0)
+                for s0 in range(0, n, sc):
+                    ns = min(sc, n - s0)
+                    z0 = self.z0[s0 : s0 + ns].detach()
+                    z = torch.stack(
+                        [z0 + As[p0 + i] * self.D[ks[p0 + i], s0 : s0 + ns] for i in range(npc)]
+                    ).requires_grad_(True)
+                    logits = land._btail.inner(z.reshape(npc * ns, *shape))
+                    y = land.y[s0 : s0 + ns]
+                    y = y.repeat(npc, *([1] * (y.ndim - 1)))
+                    (dz,) = torch.autograd.grad(land.loss_fn(logits, y).sum(), z)
+                    Dk = self.D[ks[p0 : p0 + npc], s0 : s0 + ns]  # (npc, ns, *out)
+                    sl = (dz * Dk).reshape(npc, ns, -1).sum(-1, dtype=torch.float64)
+                    out[p0 : p0 + npc, s0 : s0 + ns] = sl.cpu()
         return out
 
     @torch.no_grad()

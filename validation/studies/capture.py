@@ -124,6 +124,10 @@ class CaptureResult:
     steps_per_epoch: int
     timings: dict = field(default_factory=dict)
     data_fingerprint: str = ""
+    # the whole model's state every ``checkpoint_every`` steps (on the device), from step 0
+    # through the window: the mechanism stage evaluates Eq 17 on them afterwards (Fig 5C/D)
+    checkpoints: list = field(default_factory=list)
+    checkpoint_steps: list = field(default_factory=list)
 
 
 def _progress(total, desc, enabled):
@@ -134,10 +138,39 @@ def _progress(total, desc, enabled):
     return tqdm(total=total, desc=desc, unit="epoch", leave=False)
 
 
+class _Checkpointer:
+    """Optimizer step hook: a detached copy of the model's state every ``every`` steps, kept
+    on the device (cheap: one copy of the weights; no synchronisation, no file)."""
+
+    def __init__(self, model: nn.Module, every: int):
+        if every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1 step, got {every}")
+        self.model, self.every, self.step = model, int(every), 0
+        self.states: list[dict] = []
+        self.steps: list[int] = []
+        self.take()
+
+    def take(self) -> None:
+        self.states.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        self.steps.append(self.step)
+
+    def __call__(self, *args, **kwargs) -> None:
+        self.step += 1
+        if self.step % self.every == 0:
+            self.take()
+
+
 def capture_window(
-    cfg: CaptureConfig, progress: bool = True, data: ArrayDataset | None = None
+    cfg: CaptureConfig,
+    progress: bool = True,
+    data: ArrayDataset | None = None,
+    *,
+    checkpoint_every: int | None = None,
 ) -> CaptureResult:
-    """Train until the exploration phase (or ``cfg.window_start``), then record a window."""
+    """Train until the exploration phase (or ``cfg.window_start``), then record a window.
+
+    ``checkpoint_every``: keep the model's state every that many SGD steps (default: once
+    per epoch; 0: none), from initialisation through the window (``checkpoints``)."""
     cfg.validate()
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -151,6 +184,9 @@ def capture_window(
     opt = make_optimizer(model, OptimConfig(cfg.optimizer, cfg.lr, cfg.batch_size))
     gen = torch.Generator().manual_seed(cfg.seed)
     steps_per_epoch = len(data) // cfg.batch_size
+    every = steps_per_epoch if checkpoint_every is None else int(checkpoint_every)
+    ckpt = _Checkpointer(model, every) if every else None
+    hook = opt.register_step_post_hook(ckpt) if ckpt is not None else None
 
     losses = [full_loss(model, data.x, data.y)]
     check_finite(losses[0], 0, cfg.lr)
@@ -210,6 +246,8 @@ def capture_window(
     if bar is not None:
         bar.close()
     check_learning(losses, data.y, epoch, cfg.lr, "end of the window")
+    if hook is not None:
+        hook.remove()
     t_rec = time.perf_counter()
     pca = rec.pca()
     t_pca = time.perf_counter()
@@ -228,6 +266,8 @@ def capture_window(
         window_reason=reason,
         steps_per_epoch=steps_per_epoch,
         data_fingerprint=data_fingerprint(data),
+        checkpoints=ckpt.states if ckpt is not None else [],
+        checkpoint_steps=ckpt.steps if ckpt is not None else [],
         timings={
             "train_to_window_s": t_pre - t_start,
             "window_s": t_rec - t_pre,

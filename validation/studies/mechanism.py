@@ -2,7 +2,8 @@
 (Eq 14) and the active temperature (Sec VI, Eq 17, Fig 5), exact from per-sample values.
 
 Everything here goes through the :class:`sgdyn.landscape.Landscape` protocol only
-(``per_sample_losses_along``, ``per_sample_projections``, ``losses_along``), so the same
+(``per_sample_losses_along``, ``per_sample_slopes_along``, ``per_sample_projections``,
+``losses_along``), so the same
 estimators run on a real network (:class:`~sgdyn.validation.probes.NetworkLandscape`) and on
 the simulator's finite MLF ensemble (:class:`~sgdyn.simulator.landscape.MLFLandscape`,
 where each minibatch is one "sample").
@@ -13,7 +14,7 @@ where each minibatch is one "sample").
 - :func:`measure_diffusion`: D_i = alpha^2 Var_mu(dL^mu/dtheta_i) and T_i(0) for all K
   directions from ONE pass over the data (the per-sample projections onto K directions).
 - :func:`measure_temperature`: the profiles T_i(dtheta) = (alpha/2) Var_mu(dL^mu/d dtheta)
-  along chosen directions (one projection pass per (direction, amplitude)).
+  along chosen directions (per-sample slopes, many (direction, amplitude) pairs per pass).
 
 Minibatch moments are exact (finite-population correction, :mod:`sgdyn.theory.ensemble`):
 over random minibatches of ``batch_size`` drawn without replacement, or over an explicit set.
@@ -261,10 +262,18 @@ class TemperatureMeasurement:
 
 
 def measure_temperature(
-    landscape, w0, directions, amplitudes, lr: float, *, batch_size=None, batches=None
+    landscape,
+    w0,
+    directions,
+    amplitudes,
+    lr: float,
+    *,
+    batch_size=None,
+    batches=None,
+    chunk_bytes: int = _CHUNK_BYTES,
 ) -> TemperatureMeasurement:
     """Profiles T_i(dtheta) = (alpha/2) Var_mu(dL^mu(w0 + dtheta p_i)/d dtheta) (Eq 17),
-    exact; one ``per_sample_projections`` pass per (direction, amplitude)."""
+    exact, from ``per_sample_slopes_along`` (many (direction, amplitude) pairs per pass)."""
     P = _check_directions(landscape, directions)
     K = P.shape[0]
     a = _np(amplitudes)
@@ -276,11 +285,13 @@ def measure_temperature(
     w0 = torch.as_tensor(w0).reshape(-1)
     if w0.numel() != landscape.n_params:
         raise ValueError(f"w0 has {w0.numel()} entries, the landscape {landscape.n_params}")
+    n = _n_samples(landscape)
     T = np.empty(a.shape)
-    for k in range(K):
-        p = P[k].to(w0.dtype)
-        for j in range(a.shape[1]):
-            g = _np(landscape.per_sample_projections(w0 + float(a[k, j]) * p, p[None]))[:, 0]
-            T[k, j] = float(active_temperature(g, lr, **kw))
+    kc = max(1, min(K, int(chunk_bytes) // max(1, n * a.shape[1] * 8)))
+    for k0 in range(0, K, kc):
+        k1 = min(K, k0 + kc)
+        s = landscape.per_sample_slopes_along(w0, P[k0:k1], torch.as_tensor(a[k0:k1]))
+        s = _np(s).reshape(n, -1)  # (n, kc * A): every (direction, amplitude) a column
+        T[k0:k1] = np.asarray(active_temperature(s, lr, **kw)).reshape(k1 - k0, -1)
     loss = _np(landscape.losses_along(w0, P, torch.as_tensor(a)))
     return TemperatureMeasurement(T=T, amplitudes=a, loss=loss, lr=float(lr))

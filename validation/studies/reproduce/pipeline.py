@@ -75,6 +75,8 @@ class ReproduceConfig(CaptureConfig):
     landscape: bool = True
     landscape_modes: int = 200  # PCA directions whose flatness is measured (Fig 2)
     langevin_steps: int = 6000  # cap on the equilibrium (Eq 16) run
+    mechanism: bool = True  # the MLF ensemble / Eq 14 / active temperature stage (Figs 3, 5)
+    mechanism_epochs: int = 2  # epoch partitions whose minibatches form the ensemble (Fig 3)
 
     @classmethod
     def quick_defaults(cls, **overrides) -> ReproduceConfig:
@@ -90,6 +92,8 @@ class ReproduceConfig(CaptureConfig):
             raise ValueError("--landscape-modes must be >= 4 (psi needs >= 3 diffusive modes)")
         if self.langevin_steps < 1 or self.n_theta_saved < 2:
             raise ValueError("--langevin-steps must be >= 1 and n_theta_saved >= 2")
+        if self.mechanism_epochs < 1:
+            raise ValueError(f"--mechanism-epochs must be >= 1, got {self.mechanism_epochs}")
 
 
 def _capture_state(res: CaptureResult, cfg: ReproduceConfig) -> dict:
@@ -107,6 +111,8 @@ def _capture_state(res: CaptureResult, cfg: ReproduceConfig) -> dict:
         "steps_per_epoch": int(res.steps_per_epoch),
         "probe": str(res.probe),
         "timings": {k: float(v) for k, v in res.timings.items()},
+        "checkpoints": [{k: v.cpu() for k, v in c.items()} for c in res.checkpoints],
+        "checkpoint_steps": [int(t) for t in res.checkpoint_steps],
     }
 
 
@@ -154,6 +160,10 @@ def _load_capture(path: Path, cfg: ReproduceConfig, data) -> CaptureResult | Non
         steps_per_epoch=st["steps_per_epoch"],
         timings=dict(st["timings"], resumed=True),
         data_fingerprint=fp,
+        checkpoints=[
+            {k: v.to(cfg.device) for k, v in c.items()} for c in st.get("checkpoints", [])
+        ],
+        checkpoint_steps=list(st.get("checkpoint_steps", [])),
     )
 
 
@@ -367,6 +377,7 @@ def run_reproduce(
     figures = make_figures(out, summary, arrays, res, cfg)
     summary.pop("_fit_intercept")
     sections = []
+    stage = None
     if cfg.landscape:
         stage = _landscape_stage(res, cfg, out)
         if stage is not None:
@@ -374,6 +385,12 @@ def run_reproduce(
             arrays.update(stage.arrays)
             figures.extend(stage.figures)
             sections.append(stage.markdown)
+    if cfg.mechanism:
+        mech = _mechanism_stage(res, cfg, out, stage, summary)
+        summary.update(mech.summary)
+        arrays.update(mech.arrays)
+        figures.extend(mech.figures)
+        sections.append(mech.markdown)
     summary["config"] = cfg.as_dict()
     summary["data"] = {
         "name": res.data.name,
@@ -407,6 +424,42 @@ def _landscape_stage(res: CaptureResult, cfg: ReproduceConfig, out: Path):
         steps_per_epoch=res.steps_per_epoch,
     )
     return run_landscape_stage(ctx)
+
+
+def _mechanism_stage(res: CaptureResult, cfg: ReproduceConfig, out: Path, stage, summary):
+    from .mechanism_stage import run_mechanism_stage
+
+    ctx = _context(res, cfg, out)
+    F = psi = None
+    if stage is not None and "flat_F_ewidth" in stage.arrays:
+        F = stage.arrays["flat_F_ewidth"]
+        psi = stage.summary["flatness"]["psi"]
+    t0 = time.perf_counter()
+    out_stage = run_mechanism_stage(
+        ctx,
+        F=F,
+        psi=psi,
+        window_steps=cfg.window_epochs * res.steps_per_epoch,
+        phases=summary.get("phases"),
+        checkpoints=res.checkpoints,
+        checkpoint_steps=res.checkpoint_steps,
+    )
+    out_stage.summary["mechanism"]["stage_time_s"] = time.perf_counter() - t0
+    return out_stage
+
+
+def _context(res: CaptureResult, cfg: ReproduceConfig, out: Path) -> ReproduceContext:
+    return ReproduceContext(
+        model=res.model,
+        data=res.data,
+        probe=res.probe,
+        pca=res.pca,
+        trajectory=res.trajectory,
+        config=cfg,
+        out_dir=out,
+        device=torch.device(cfg.device),
+        steps_per_epoch=res.steps_per_epoch,
+    )
 
 
 @dataclass

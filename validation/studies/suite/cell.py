@@ -35,10 +35,12 @@ REPRO_KEYS = (
     "dataset", "data_root", "model", "hidden", "optimizer", "lr", "batch_size", "seed",
     "window_epochs", "window_start", "min_epochs", "max_epochs", "settle_epochs", "rank_range",
     "n_theta_saved", "landscape_modes", "langevin_steps", "quick", "classes", "device",
+    "mechanism",
 )  # fmt: skip
 SUITE_KEYS = ("ensemble_modes", "ensemble_batches", "ensemble_step", "replicas", "sim_max_steps")
-DEFAULTS = dict(ensemble_modes=20, ensemble_batches=128, ensemble_step=0.1, replicas=32,
-                sim_max_steps=20000)  # fmt: skip
+# mechanism=False: the suite measures the ensemble itself (below), not in the reproduce stage
+DEFAULTS = dict(mechanism=False, ensemble_modes=20, ensemble_batches=128, ensemble_step=0.1,
+                replicas=32, sim_max_steps=20000)  # fmt: skip
 
 
 class _Skip(Exception):
