@@ -189,15 +189,19 @@ class MinibatchSchedule:
 
     ``n_minibatches=None``: fresh draws, a new mu = step * R + r every step (never reused).
     ``n_minibatches=K``: a finite ensemble; each replica walks through its own random
-    permutation of the K minibatches per epoch (sampling without replacement, like SGD).
+    permutation of the K minibatches per epoch (sampling without replacement, like SGD);
+    with ``replacement=True`` each step draws mu uniformly from the K (an ablation).
     """
 
-    def __init__(self, n_replicas: int, n_minibatches: int | None, seed: int = 0):
+    def __init__(
+        self, n_replicas: int, n_minibatches: int | None, seed: int = 0, replacement: bool = False
+    ):
         if n_replicas < 1:
             raise ValueError(f"n_replicas must be >= 1, got {n_replicas}")
         if n_minibatches is not None and n_minibatches < 1:
             raise ValueError(f"n_minibatches must be >= 1 or None, got {n_minibatches}")
         self.R, self.K = n_replicas, n_minibatches
+        self.replacement = bool(replacement)
         self.g = torch.Generator().manual_seed(int(seed) + 7919)
         self.step = 0
         self._perm = None
@@ -207,6 +211,8 @@ class MinibatchSchedule:
         R = self.R
         if self.K is None:
             mu = torch.arange(R, dtype=torch.int64) + self.step * R
+        elif self.replacement:
+            mu = torch.randint(self.K, (R,), generator=self.g)
         else:
             if self._perm is None or self._pos >= self.K:
                 self._perm = torch.argsort(torch.rand(R, self.K, generator=self.g), dim=1)

@@ -83,6 +83,7 @@ def simulate(
     dtype="float32",
     replica_offset: int = 0,
     total_replicas: int | None = None,
+    replacement: bool = False,
 ) -> SimResult:
     """Integrate ``n_replicas`` independent replicas for ``n_steps`` steps.
 
@@ -94,6 +95,8 @@ def simulate(
     of ``total_replicas`` (one rank under torchrun) reproduces those replicas of the full run.
 
     ``landscape`` given: finite ensemble (its K minibatches); otherwise fresh draws.
+    ``replacement=True`` (finite ensemble only): each step draws mu uniformly from the K
+    minibatches instead of walking a per-epoch permutation.
     ``theta0`` (N,) or (R, N) start (default 0 = the ensemble's reference point w0).
     Every ``check_every`` steps the state is checked: non-finite values or an MLF exponent
     above ``max_exponent`` (L^mu > e^50 L^mu_0) raise :class:`SimulationDiverged`.
@@ -139,7 +142,9 @@ def simulate(
         theta += theta0
     n_rec = n_steps // record_every
     buf = TrajectoryBuffer(max(n_rec, 1), R * modes.size, device=device, dtype=dtype)
-    sched = MinibatchSchedule(R, None if landscape is None else landscape.n_minibatches, seed)
+    sched = MinibatchSchedule(
+        R, None if landscape is None else landscape.n_minibatches, seed, replacement=replacement
+    )
     glob = torch.arange(replica_offset, replica_offset + R, device=device, dtype=torch.int64)
     if landscape is not None and landscape.spec is not spec:
         raise ValueError("the finite-ensemble landscape was built from a different spec")

@@ -1,4 +1,5 @@
-"""Ready-made MLF ensembles: ``paper-like`` and ``from-profiles``.
+"""Ready-made MLF ensembles: ``paper-like``, ``from-profiles`` and ``from-network``
+(:mod:`.from_network`: built from a network's measured minibatch ensemble).
 
 ``paper-like``: flatness growing with the mode index and the Fig 3B scalings
 M0_ii ∝ F_i^-2 and sigma~_theta,i ∝ F_i. The target flatness profile is log-spaced from
@@ -13,8 +14,10 @@ import numpy as np
 
 from ..theory.mlf import averaged_curvature, offdiag_weighted_sum
 from .ensemble import MLFEnsembleSpec
+from .from_network import from_network
 
-PRESETS = ("paper-like", "from-profiles")
+PRESETS = ("paper-like", "from-profiles")  # the `sgdyn simulate` CLI choices
+ALL_PRESETS = (*PRESETS, "from-network")  # from-network: measured arrays, used by the suite
 
 
 def paper_like(
@@ -107,4 +110,6 @@ def get_preset(name: str, **kw) -> MLFEnsembleSpec:
         return paper_like(**kw)
     if name == "from-profiles":
         return from_profiles(**kw)
-    raise ValueError(f"unknown preset {name!r}; choose one of {PRESETS}")
+    if name == "from-network":
+        return from_network(**kw)
+    raise ValueError(f"unknown preset {name!r}; choose one of {ALL_PRESETS}")

@@ -12,8 +12,10 @@ from sgdyn.validation.cli.main import _command_modules
 from sgdyn.validation.studies.flatness_grid import GridConfig
 from sgdyn.validation.studies.reproduce.pipeline import ReproduceConfig
 from sgdyn.validation.studies.simulate import SimStudyConfig
+from sgdyn.validation.studies.suite.study import ValidateConfig
 
 COMMANDS = {"reproduce": ReproduceConfig, "simulate": SimStudyConfig, "flatness-grid": GridConfig}
+COMMANDS["validate"] = ValidateConfig
 SHARED = ["--out", "--force", "--seed", "--device", "--threads", "--no-progress", "--verbose"]
 SHARED += ["--config", "--print-config"]
 

@@ -96,7 +96,8 @@ def analyse_flatness(
     Fq, r2, slope = q.F, q.r2, q.slope
     ratio = Fq / F
     fit = variance_flatness_exponent(var, F, mask=diff)
-    fit_q = variance_flatness_exponent(var, Fq, mask=diff & np.isfinite(Fq))
+    mq = diff & np.isfinite(Fq)  # a concave Eq 7 fit (NaN) is left out, not refused
+    fit_q = variance_flatness_exponent(var[mq], Fq[mq])
     ok = diff & np.isfinite(ratio)
     summary = {
         "w0": "last snapshot of the window (the model at the window's end)",
