@@ -149,8 +149,10 @@ def env_step(ctx: GpuContext) -> dict:
 
 def kernel_test_files() -> list[str]:
     """Every test file that runs Triton kernels: those using the ``kernel_device`` fixture
-    and tests/test_kernels_*.py (new helpers' kernel tests are picked up automatically)."""
-    files = set()
+    and tests/test_kernels_*.py (new helpers' kernel tests are picked up automatically), plus
+    the theory functions on CUDA torch and cupy arrays (tests/test_theory_array_api.py; its
+    cupy cases skip where cupy is not installed)."""
+    files = {"tests/test_theory_array_api.py"}
     for p in sorted((ROOT / "tests").glob("test_*.py")):
         if p.name.startswith("test_kernels_") or "kernel_device" in p.read_text():
             files.add(str(p.relative_to(ROOT)))
