@@ -65,7 +65,10 @@ def test_triton_kernel_equals_twin(params, dtype):
     ux, uy = mlf_matvec2_triton(keys, x, y, M0, sM, s, block_i=16, block_j=16)
     assert ux.dtype == dtype and uy.dtype == dtype  # no silent cast to float32
     tx, ty = mlf_matvec2(keys, x, y, M0, sM, s, impl="twin")
-    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    # The Philox normals are float32 in both (tl.randn vs its torch twin: equal to ~1 float32
+    # ulp, not bitwise: the interpreter's numpy log/cos differ from torch's in the last bit),
+    # so float64 agrees to the draw's precision, ~1e-7 relative, whatever the accumulation.
+    tol = 1e-5 if dtype == torch.float32 else 1e-6
     assert torch.allclose(ux, tx, atol=tol) and torch.allclose(uy, ty, atol=tol)
     M = mlf_dense_twin(keys, M0, sM, s).double()
     assert torch.allclose(ux.double(), torch.einsum("rij,rj->ri", M, x.double()), atol=1e-5)
