@@ -125,9 +125,9 @@ class MLFLandscape:
         _, g = self.loss_and_grad_pairs(mu, w.reshape(1, -1).expand(self.n_minibatches, -1))
         return g @ torch.as_tensor(directions, dtype=g.dtype, device=self.device).T
 
-    def per_sample_losses_along(self, w0, directions, amplitudes) -> torch.Tensor:
-        """L^mu(w0 + a_kj p_k) for every minibatch mu (this landscape's "samples"),
-        float64 (n_minibatches, K, A); amplitudes (K, A) or (A,) shared."""
+    def _profile_points(self, w0, directions, amplitudes):
+        """Checked directions d (K, N), amplitudes a (K, A) (an (A,) row shared) and the
+        points w0 + a_kj p_k, (K * A, N), of the per-minibatch profiles."""
         d = torch.as_tensor(directions, dtype=self.dtype, device=self.device)
         if d.dim() == 1:
             d = d[None]
@@ -142,6 +142,12 @@ class MLFLandscape:
             raise ValueError(f"amplitudes must be (K, A) with K={d.shape[0]}, got {tuple(a.shape)}")
         w0 = torch.as_tensor(w0, dtype=self.dtype, device=self.device).reshape(-1)
         P = (w0[None, None, :] + a[:, :, None] * d[:, None, :]).reshape(-1, self.n_params)
+        return d, a, P
+
+    def per_sample_losses_along(self, w0, directions, amplitudes) -> torch.Tensor:
+        """L^mu(w0 + a_kj p_k) for every minibatch mu (this landscape's "samples"),
+        float64 (n_minibatches, K, A); amplitudes (K, A) or (A,) shared."""
+        _, a, P = self._profile_points(w0, directions, amplitudes)
         n = P.shape[0]
         out = torch.empty((self.n_minibatches, n), dtype=torch.float64)
         for s in range(0, self.n_minibatches, 64):
@@ -154,21 +160,8 @@ class MLFLandscape:
     def per_sample_slopes_along(self, w0, directions, amplitudes) -> torch.Tensor:
         """dL^mu(w0 + a p_k)/da = grad L^mu . p_k at every (direction, amplitude) for every
         minibatch mu, float64 (n_minibatches, K, A) (the active temperature, Eq 17)."""
-        d = torch.as_tensor(directions, dtype=self.dtype, device=self.device)
-        if d.dim() == 1:
-            d = d[None]
-        if d.dim() != 2 or d.shape[1] != self.n_params or not torch.isfinite(d).all():
-            raise ValueError(
-                f"directions must be finite (K, {self.n_params}), got {tuple(d.shape)}"
-            )
-        a = torch.as_tensor(amplitudes, dtype=self.dtype, device=self.device)
-        if a.dim() == 1:
-            a = a[None].expand(d.shape[0], -1)
-        if a.dim() != 2 or a.shape[0] != d.shape[0]:
-            raise ValueError(f"amplitudes must be (K, A) with K={d.shape[0]}, got {tuple(a.shape)}")
-        w0 = torch.as_tensor(w0, dtype=self.dtype, device=self.device).reshape(-1)
+        d, a, P = self._profile_points(w0, directions, amplitudes)
         K, A = a.shape
-        P = (w0[None, None, :] + a[:, :, None] * d[:, None, :]).reshape(-1, self.n_params)
         dirs = d[:, None, :].expand(K, A, -1).reshape(-1, self.n_params)
         n = P.shape[0]
         out = torch.empty((self.n_minibatches, n), dtype=torch.float64)
