@@ -47,6 +47,17 @@ from .losses import per_sample_loss
 log = logging.getLogger(__name__)
 _LOGGED_EVALUATORS: set[tuple[str, str]] = set()  # (probe, evaluator) already logged at INFO
 
+
+def _as_amplitudes(amplitudes, K: int) -> torch.Tensor:
+    """Amplitudes as float64 (K, A); an (A,) row is shared by all K directions."""
+    a = torch.as_tensor(amplitudes, dtype=torch.float64)
+    if a.ndim == 1:
+        a = a[None].expand(K, -1)
+    if a.ndim != 2 or a.shape[0] != K:
+        raise ValueError(f"amplitudes must be (K, A) with K={K}, got {tuple(a.shape)}")
+    return a
+
+
 __all__ = [
     "NetworkLandscape",
     "ProfileEvaluator",
@@ -583,11 +594,7 @@ class NetworkLandscape:
     def losses_along(self, w0, directions, amplitudes) -> torch.Tensor:
         """Loss profiles L(w0 + a_kj p_k) (Eq 6) for directions (K, N), amplitudes (K, A)."""
         P = self.as_directions(directions)
-        a = torch.as_tensor(amplitudes, dtype=torch.float64)
-        if a.ndim == 1:
-            a = a[None].expand(P.shape[0], -1)
-        if a.ndim != 2 or a.shape[0] != P.shape[0]:
-            raise ValueError(f"amplitudes must be (K, A) with K={P.shape[0]}, got {tuple(a.shape)}")
+        a = _as_amplitudes(amplitudes, P.shape[0])
         out = torch.empty(a.shape, dtype=torch.float64)
         for k0, ev in self.evaluators(w0, P):
             K = ev.n_dirs
@@ -602,11 +609,7 @@ class NetworkLandscape:
         (or (A,) shared), float64 (n_samples, K, A): the profiles of every minibatch (its
         mean over its samples), batched like :meth:`losses_along` (cached tail)."""
         P = self.as_directions(directions)
-        a = torch.as_tensor(amplitudes, dtype=torch.float64)
-        if a.ndim == 1:
-            a = a[None].expand(P.shape[0], -1)
-        if a.ndim != 2 or a.shape[0] != P.shape[0]:
-            raise ValueError(f"amplitudes must be (K, A) with K={P.shape[0]}, got {tuple(a.shape)}")
+        a = _as_amplitudes(amplitudes, P.shape[0])
         out = torch.empty((self.n_samples, *a.shape), dtype=torch.float64)
         for k0, ev in self.evaluators(w0, P):
             K = ev.n_dirs
@@ -621,11 +624,7 @@ class NetworkLandscape:
         (K, N) and amplitudes (K, A) (or (A,)), float64 (n_samples, K, A): the active
         temperature's profiles (Eq 17), many (direction, amplitude) pairs per tail pass."""
         P = self.as_directions(directions)
-        a = torch.as_tensor(amplitudes, dtype=torch.float64)
-        if a.ndim == 1:
-            a = a[None].expand(P.shape[0], -1)
-        if a.ndim != 2 or a.shape[0] != P.shape[0]:
-            raise ValueError(f"amplitudes must be (K, A) with K={P.shape[0]}, got {tuple(a.shape)}")
+        a = _as_amplitudes(amplitudes, P.shape[0])
         if not self.linear_in_weight:
             raise ValueError(
                 "per-sample slopes need a Linear or Conv2d weight as the probe, got "
