@@ -97,3 +97,13 @@ def test_ray_engine_without_ray_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(SweepError, match=r"\.\[cluster\]"):
         run_cells(square_cell, CELLS, tmp_path, engine="ray")
+
+
+def test_raise_if_failed_names_the_first_failure(tmp_path):
+    from sgdyn.validation.sweeps import CellResult, raise_if_failed
+
+    ok = CellResult(key="a", params={}, status="done", result={})
+    bad = CellResult(key="b", params={}, status="failed", error="boom")
+    raise_if_failed([ok], tmp_path)
+    with pytest.raises(RuntimeError, match=r"1 of 2 grid cells failed \(first: b: boom\)"):
+        raise_if_failed([ok, bad], tmp_path, "grid cells")

@@ -18,7 +18,7 @@ import numpy as np
 
 from sgdyn.validation.io.config import StudyConfig
 from sgdyn.validation.io.rundir import RunDir, write_npz
-from sgdyn.validation.sweeps import Cell, run_cells
+from sgdyn.validation.sweeps import Cell, raise_if_failed, run_cells
 from sgdyn.validation.sweeps.runner import cell_dir
 
 NAME = "flatness-grid"
@@ -227,13 +227,7 @@ def run_grid(
         group_fn=run_group if batch else None,
         **engine_options,
     )
-    failed = [r for r in done if r.status == "failed"]
-    if failed:
-        raise RuntimeError(
-            f"{len(failed)} of {len(done)} grid cells failed (first: {failed[0].key}: "
-            f"{failed[0].error}); the finished cells are kept in {out}/cells and a rerun "
-            "retries only the failed ones"
-        )
+    raise_if_failed(done, out, "grid cells")
     results = []
     for r in done:
         with np.load(cell_dir(Path(out), r.key) / "arrays.npz") as z:

@@ -43,7 +43,7 @@ import torch
 
 from sgdyn.validation.io.config import StudyConfig
 from sgdyn.validation.io.rundir import RunDir, write_npz
-from sgdyn.validation.sweeps import Cell, run_cells
+from sgdyn.validation.sweeps import Cell, raise_if_failed, run_cells
 from sgdyn.validation.sweeps.runner import cell_dir as _cell_dir
 
 from .forgetting_tasks import PAIRS, Task, load_tasks, union
@@ -640,13 +640,7 @@ def _run(fn, cells, out, *, jobs, threads, force, progress, engine="local", **en
         progress=progress,
         **engine_options,
     )
-    failed = [r for r in done if r.status == "failed"]
-    if failed:
-        raise RuntimeError(
-            f"{len(failed)} of {len(done)} cells failed (first: {failed[0].key}: "
-            f"{failed[0].error}); finished cells are kept in {out}/cells and a rerun retries "
-            "only the failed ones"
-        )
+    raise_if_failed(done, out)
     rows = []
     for r in done:
         with np.load(_cell_dir(Path(out), r.key) / "arrays.npz") as z:

@@ -334,3 +334,15 @@ def run_cells(
     if bar is not None:
         bar.close()
     return [results[c.key] for c in cells]
+
+
+def raise_if_failed(done: Sequence[CellResult], out, what: str = "cells") -> None:
+    """For studies that need every cell: one RuntimeError naming the first failure (the
+    finished cells stay in ``out/cells``; a rerun retries only the failed ones)."""
+    failed = [r for r in done if r.status == "failed"]
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(done)} {what} failed (first: {failed[0].key}: "
+            f"{failed[0].error}); the finished cells are kept in {out}/cells and a rerun "
+            "retries only the failed ones"
+        )
