@@ -412,18 +412,7 @@ def run_reproduce(
 def _landscape_stage(res: CaptureResult, cfg: ReproduceConfig, out: Path):
     from .landscape_stage import run_landscape_stage
 
-    ctx = ReproduceContext(
-        model=res.model,
-        data=res.data,
-        probe=res.probe,
-        pca=res.pca,
-        trajectory=res.trajectory,
-        config=cfg,
-        out_dir=out,
-        device=torch.device(cfg.device),
-        steps_per_epoch=res.steps_per_epoch,
-    )
-    return run_landscape_stage(ctx)
+    return run_landscape_stage(_context(res, cfg, out))
 
 
 def _mechanism_stage(res: CaptureResult, cfg: ReproduceConfig, out: Path, stage, summary):
