@@ -84,6 +84,25 @@ def test_cifar_imagefolder(tmp_path):
     assert torch.equal(torch.bincount(ds.y), torch.full((10,), 2))
 
 
+def test_cifar_first_per_class_reads_only_those_files(tmp_path):
+    _tiny_cifar_tree(tmp_path, n=3)
+    full = load_dataset("cifar10", tmp_path)
+    sub = load_dataset("cifar10", tmp_path, per_class=2)  # reads 2 files per class folder
+    ref = full.first_per_class(2)
+    assert sub.x.shape == (20, 3072) and torch.equal(torch.bincount(sub.y), torch.full((10,), 2))
+    assert torch.equal(sub.x, ref.x) and torch.equal(sub.y, ref.y)
+    assert sub.name == "cifar10[2/class]"
+    # the samples kept are the first of each class in stored order
+    first_cat = torch.nonzero(full.y == CIFAR10_CLASSES.index("cat")).flatten()[:2]
+    assert torch.equal(sub.x[sub.y == CIFAR10_CLASSES.index("cat")], full.x[first_cat])
+    with pytest.raises(DataError, match="fewer than per_class=4"):
+        load_dataset("cifar10", tmp_path, per_class=4)
+    with pytest.raises(DataError, match="per_class must be >= 1"):
+        load_dataset("digits", per_class=0)
+    d = load_dataset("digits", per_class=10)  # in-memory sets take it too
+    assert len(d) == 100 and torch.equal(torch.bincount(d.y), torch.full((10,), 10))
+
+
 def test_cifar_errors(tmp_path):
     with pytest.raises(DataError, match="--data-root"):
         load_dataset("cifar10")

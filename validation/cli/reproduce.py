@@ -34,6 +34,13 @@ def add_arguments(p) -> None:
         help="data (mnist5k: the embedded MNIST subset)",
     )
     p.add_argument("--data-root", default=None, help="torchvision-layout / ImageFolder folder")
+    p.add_argument(
+        "--per-class",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train on the first N samples of every class (e.g. 500: 5,000 CIFAR-10 images)",
+    )
     p.add_argument("--model", choices=MODELS, default="mlp", help="network")
     p.add_argument(
         "--hidden",

@@ -10,7 +10,7 @@ per cell, the ``claims`` table), report.md, report.html and figures to ``--out``
 
 from __future__ import annotations
 
-from .common import add_common_options, execute
+from .common import add_common_options, add_sweep_options, execute, sweep_kwargs
 
 NAME = "validate"
 HELP = "run a validation suite (quick, paper, full) and evaluate the paper's claims per cell"
@@ -27,6 +27,7 @@ def _keys(s: str):
 
 def add_arguments(p) -> None:
     add_common_options(p)
+    add_sweep_options(p)
     p.add_argument(
         "--suite", default="quick", help="suite: quick, paper, full, or the path of a .toml file"
     )
@@ -42,7 +43,6 @@ def add_arguments(p) -> None:
         default=None,
         help="folder with MNIST/raw and cifar-10-batches-py or cifar10-jpeg (mnist, cifar10 cells)",
     )
-    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -73,11 +73,12 @@ def _describe(s):
 def run(args) -> int:
     from sgdyn.validation.studies.suite.study import QUICK, ValidateConfig, run_validate
 
+    sweep = sweep_kwargs(args)
     return execute(
         args,
         config_cls=ValidateConfig,
         run=lambda cfg, out, **kw: run_validate(
-            cfg, out, jobs=args.jobs, threads=max(1, args.threads), **kw
+            cfg, out, threads=max(1, args.threads), **sweep, **kw
         ),
         quick=QUICK,
         describe=_describe,

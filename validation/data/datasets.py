@@ -92,6 +92,24 @@ class ArrayDataset:
             self.x[mask], self.y[mask], self.image_shape, f"{self.name}{classes}", self.source
         )
 
+    def first_per_class(self, n: int) -> ArrayDataset:
+        """The first ``n`` samples of every class in stored order: a class-balanced subset
+        that needs no random draw (e.g. 500 per class = 5,000 CIFAR-10 images)."""
+        n = int(n)
+        if n < 1:
+            raise DataError(f"per_class must be >= 1, got {n}")
+        keep = []
+        for c in torch.unique(self.y).tolist():
+            idx = torch.nonzero(self.y == c).flatten()
+            if idx.numel() < n:
+                raise DataError(
+                    f"{self.name}: class {c} has {idx.numel()} samples, fewer than per_class={n}"
+                )
+            keep.append(idx[:n])
+        idx = torch.sort(torch.cat(keep)).values
+        return ArrayDataset(self.x[idx], self.y[idx], self.image_shape,
+                            f"{self.name}[{n}/class]", self.source)  # fmt: skip
+
     def to(self, device) -> ArrayDataset:
         return ArrayDataset(
             self.x.to(device), self.y.to(device), self.image_shape, self.name, self.source
@@ -105,8 +123,13 @@ def load_dataset(
     train: bool = True,
     classes=None,
     limit: int | None = None,
+    per_class: int | None = None,
 ) -> ArrayDataset:
-    """Load a dataset by name (see the module docstring); ``classes`` keeps a label subset."""
+    """Load a dataset by name (see the module docstring); ``classes`` keeps a label subset,
+    ``per_class`` the first that many samples of every class (an ImageFolder tree then reads
+    only those files), ``limit`` the first samples."""
+    if per_class is not None and int(per_class) < 1:
+        raise DataError(f"per_class must be >= 1, got {per_class}")
     name = name.lower()
     if name == "mnist":
         ds = _load_mnist(data_root, train) if data_root is not None else None
@@ -126,11 +149,13 @@ def load_dataset(
                 "CIFAR-10 needs --data-root: a folder with cifar-10-batches-py/ (torchvision) "
                 "or an ImageFolder tree train/<class>/*.jpg (e.g. ../shared/data/cifar10-jpeg)"
             )
-        ds = _load_cifar10(Path(data_root), train)
+        ds = _load_cifar10(Path(data_root), train, per_class)
     else:
         raise DataError(f"unknown dataset {name!r}; choose mnist, mnist5k, digits or cifar10")
     if classes is not None:
         ds = ds.subset(classes)
+    if per_class is not None:
+        ds = ds.first_per_class(per_class)
     if limit is not None:
         if limit < 1:
             raise DataError(f"limit must be >= 1, got {limit}")
@@ -227,13 +252,13 @@ def _read_idx(path: Path, expected_ndim: int) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8, offset=offset).reshape(dims)
 
 
-def _load_cifar10(root: Path, train: bool) -> ArrayDataset:
+def _load_cifar10(root: Path, train: bool, per_class: int | None = None) -> ArrayDataset:
     if not root.is_dir():
         raise DataError(f"--data-root {root} is not a folder")
     split = "train" if train else "test"
     for cand in (root, root / "cifar10-jpeg"):
         if (cand / split).is_dir():
-            return _load_cifar_imagefolder(cand / split)
+            return _load_cifar_imagefolder(cand / split, per_class)
     for cand in (root / "cifar-10-batches-py", root):
         if (cand / "data_batch_1").exists():
             return _load_cifar_batches(cand, train)
@@ -251,15 +276,17 @@ def _pil_rgb(path: str) -> torch.Tensor:
 
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            arr = np.array(im.convert("RGB"), dtype=np.uint8)  # writable: torch needs it
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"cannot read image {path}: {e}; the folder is corrupt") from e
     return torch.from_numpy(arr).permute(2, 0, 1)
 
 
-def _load_cifar_imagefolder(folder: Path) -> ArrayDataset:
+def _load_cifar_imagefolder(folder: Path, per_class: int | None = None) -> ArrayDataset:
     """CIFAR-10 from an ImageFolder tree via ``torchvision.datasets.ImageFolder``, wrapped so
-    that a wrong, empty or corrupt folder gives a :class:`DataError` naming the file."""
+    that a wrong, empty or corrupt folder gives a :class:`DataError` naming the file;
+    ``per_class``: read only the first that many files of every class (in ImageFolder's
+    sorted order, the samples :meth:`ArrayDataset.first_per_class` keeps)."""
     from torchvision.datasets import ImageFolder
 
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
@@ -274,18 +301,27 @@ def _load_cifar_imagefolder(folder: Path) -> ArrayDataset:
         raise DataError(f"{folder}: {e}; every class folder needs its images") from e
     if tuple(ds.classes) != CIFAR10_CLASSES:  # labels = CIFAR-10's own class indices
         raise DataError(f"{folder}: class order {ds.classes} differs from CIFAR-10's")
-    xs = torch.empty((len(ds), 3, 32, 32), dtype=torch.uint8)
-    for i, (path, _) in enumerate(ds.samples):
+    samples = ds.samples
+    if per_class is not None:
+        count: dict[int, int] = {}
+        kept = []
+        for path, c in samples:
+            if count.get(c, 0) < per_class:
+                kept.append((path, c))
+                count[c] = count.get(c, 0) + 1
+        samples = kept
+    xs = torch.empty((len(samples), 3, 32, 32), dtype=torch.uint8)
+    for i, (path, _) in enumerate(samples):
         img = ds.loader(path)
         if tuple(img.shape) != (3, 32, 32):
             raise DataError(
                 f"{path} is {tuple(img.shape)} (C, H, W); CIFAR-10 images are 32x32 RGB"
             )
         xs[i] = img
-    x = xs.reshape(len(ds), -1).float() / 255.0
+    x = xs.reshape(len(samples), -1).float() / 255.0
     return ArrayDataset(
         x,
-        torch.tensor(ds.targets, dtype=torch.int64),
+        torch.tensor([c for _, c in samples], dtype=torch.int64),
         (3, 32, 32),
         "cifar10",
         f"CIFAR-10 (JPEG) ImageFolder {folder}",

@@ -55,8 +55,17 @@ class CaptureConfig(StudyConfig):
     probe: str | None = None  # parameter name; None = the paper's (between hidden layers)
     device: str = "auto"  # cuda when torch sees one, else cpu (resolved on construction)
     classes: tuple[int, ...] | None = None
+    per_class: int | None = None  # the first n samples of every class (e.g. CIFAR-10 on a CPU)
+
+    def load_data(self) -> ArrayDataset:
+        """This config's training data (dataset, data_root, classes, per_class)."""
+        return load_dataset(
+            self.dataset, self.data_root, classes=self.classes, per_class=self.per_class
+        )
 
     def validate(self) -> None:
+        if self.per_class is not None and self.per_class < 1:
+            raise ValueError(f"per_class must be >= 1, got {self.per_class}")
         if self.window_epochs < 1:
             raise ValueError(f"window_epochs must be >= 1, got {self.window_epochs}")
         if self.window_start is not None and self.window_start < 0:
@@ -176,7 +185,7 @@ def capture_window(
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_root, classes=cfg.classes)
+        data = cfg.load_data()
     data = data.to(device)
     OptimConfig(cfg.optimizer, cfg.lr, cfg.batch_size).validate(len(data))
     model = build_model(cfg.model, data.n_features, cfg.hidden).to(device)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from sgdyn.theory import detect_transition
-from sgdyn.validation.data import ArrayDataset, load_dataset
+from sgdyn.validation.data import ArrayDataset
 from sgdyn.validation.models import build_model, default_probe_param
 from sgdyn.validation.studies.capture import (
     CaptureConfig,
@@ -65,7 +65,7 @@ def capture_windows(
     t_start = time.perf_counter()
     device = torch.device(cfg0.device)
     if data is None:
-        data = load_dataset(cfg0.dataset, cfg0.data_root, classes=cfg0.classes)
+        data = cfg0.load_data()
     data = data.to(device)
     for c in cfgs:
         OptimConfig(c.optimizer, c.lr, c.batch_size).validate(len(data))

@@ -25,7 +25,6 @@ from sgdyn.theory import (
     fit_power_law,
     spectrum_summary,
 )
-from sgdyn.validation.data import load_dataset
 from sgdyn.validation.io.rundir import RunDir, environment_info
 from sgdyn.validation.models import build_model
 from sgdyn.validation.studies.capture import (
@@ -114,6 +113,23 @@ def _capture_state(res: CaptureResult, cfg: ReproduceConfig) -> dict:
         "checkpoints": [{k: v.cpu() for k, v in c.items()} for c in res.checkpoints],
         "checkpoint_steps": [int(t) for t in res.checkpoint_steps],
     }
+
+
+def has_capture(out: Path, cfg: ReproduceConfig) -> bool:
+    """Whether the run folder ``out`` holds a checkpointed window with ``cfg``'s capture
+    settings (the data fingerprint is checked when it is loaded)."""
+    path = Path(out) / CHECKPOINT
+    if not path.is_file():
+        return False
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable: not a usable checkpoint
+        return False
+    return (
+        isinstance(st, dict)
+        and st.get("format") == CHECKPOINT_FORMAT
+        and st.get("capture_config") == cfg.capture_key()
+    )
 
 
 def _load_capture(path: Path, cfg: ReproduceConfig, data) -> CaptureResult | None:
@@ -341,19 +357,31 @@ def make_figures(out: Path, summary: dict, arrays: dict, res: CaptureResult, cfg
 
 
 def run_reproduce(
-    cfg: ReproduceConfig, out: Path, *, force: bool = False, progress: bool = False
+    cfg: ReproduceConfig,
+    out: Path,
+    *,
+    force: bool = False,
+    progress: bool = False,
+    capture: CaptureResult | None = None,
 ) -> dict:
     """Run the whole protocol into the run directory ``out`` and return the summary.
 
     Options and data are checked before the folder is touched. ``capture.pt`` (keyed on the
     capture settings and a fingerprint of the data) lets a rerun skip training, also under
-    ``force`` and when only analysis options (rank range, landscape modes, ...) changed."""
+    ``force`` and when only analysis options (rank range, landscape modes, ...) changed.
+    ``capture``: a window captured elsewhere with these capture settings on this data (e.g.
+    one of R replicas trained together by
+    :func:`~sgdyn.validation.studies.capture_replicas.capture_windows`); it is checkpointed
+    and analysed instead of training here (refused if its settings or data differ)."""
     cfg.validate()
+    if capture is not None and capture.config.capture_key() != cfg.capture_key():
+        raise ValueError("the capture handed to run_reproduce was made with other capture "
+                         "settings than its config; capture it with this config")  # fmt: skip
     rd = RunDir(out, cfg.as_dict(), command="reproduce", force=force, keep=(CHECKPOINT,))
     if rd.check() == "done":  # reads only; a different finished run is refused here
         log.info("%s already holds this finished run; nothing to do (use --force to redo)", out)
         return rd.summary()
-    data = load_dataset(cfg.dataset, cfg.data_root, classes=cfg.classes)
+    data = cfg.load_data()
     OptimConfig(cfg.optimizer, cfg.lr, cfg.batch_size).validate(len(data))
     if cfg.probe is not None:
         names = [
@@ -363,13 +391,16 @@ def run_reproduce(
             raise ValueError(f"--probe {cfg.probe}: the model has no parameter of that name; "
                              f"choose one of {names}")  # fmt: skip
     data = data.to(cfg.device)
+    if capture is not None and capture.data_fingerprint != data_fingerprint(data):
+        raise ValueError("the capture handed to run_reproduce was made on other data (its "
+                         "fingerprint differs); capture it on this config's data")  # fmt: skip
     rd.start()
     out = rd.path
     t0 = time.perf_counter()
     ckpt = out / CHECKPOINT
     res = _load_capture(ckpt, cfg, data)
     if res is None:
-        res = capture_window(cfg, progress=progress, data=data)
+        res = capture if capture is not None else capture_window(cfg, progress=progress, data=data)
         buf = io.BytesIO()
         torch.save(_capture_state(res, cfg), buf)
         rd.write_bytes(CHECKPOINT, buf.getvalue())

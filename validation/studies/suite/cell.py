@@ -35,7 +35,7 @@ REPRO_KEYS = (
     "dataset", "data_root", "model", "hidden", "optimizer", "lr", "batch_size", "seed",
     "window_epochs", "window_start", "min_epochs", "max_epochs", "settle_epochs", "rank_range",
     "n_theta_saved", "landscape_modes", "langevin_steps", "quick", "classes", "device",
-    "mechanism",
+    "mechanism", "per_class",
 )  # fmt: skip
 SUITE_KEYS = ("ensemble_modes", "ensemble_batches", "ensemble_step", "replicas", "sim_max_steps")
 # mechanism=False: the suite measures the ensemble itself (below), not in the reproduce stage
@@ -70,10 +70,51 @@ def reproduce_config(params: dict):
     return ReproduceConfig(**kw)
 
 
-def run_cell(params: dict, cell_dir: Path) -> dict:
-    """The sweep runner's cell function (module docstring)."""
+def cell_group(cell) -> tuple:
+    """Cells with equal keys train together as replicas: SGD cells that share B, the model,
+    the data and the window protocol (they may differ in alpha and seed); any other cell is
+    a group of its own."""
+    from sgdyn.validation.studies.capture_replicas import group_key
+
+    cfg = reproduce_config({**DEFAULTS, **cell.params})
+    if cfg.optimizer != "sgd":
+        return ("single", cell.key)
+    return ("sgd", group_key(cfg))
+
+
+def run_group(params_list: list[dict], cell_dirs: list[Path]) -> list[dict | Exception]:
+    """A group of :func:`cell_group` captured at once as replicas
+    (:func:`~sgdyn.validation.studies.capture_replicas.capture_windows`), then each cell run
+    as :func:`run_cell` on its own capture; the sweep runner's group function. A cell whose
+    ``reproduce/capture.pt`` already holds its window (an interrupted run) is not retrained."""
+    from sgdyn.validation.studies.capture_replicas import capture_windows
+    from sgdyn.validation.studies.reproduce.pipeline import has_capture
+
+    cfgs = [reproduce_config({**DEFAULTS, **p}) for p in params_list]
+    todo = [i for i, (c, d) in enumerate(zip(cfgs, cell_dirs, strict=True))
+            if not has_capture(Path(d) / "reproduce", c)]  # fmt: skip
+    caps: dict[int, object] = {}
+    if len(todo) > 1:
+        t0 = time.perf_counter()
+        caps = dict(zip(todo, capture_windows([cfgs[i] for i in todo]), strict=True))
+        log.info("captured %d cells as replicas in %.1f s", len(todo), time.perf_counter() - t0)
+    out = []
+    for i, (p, d) in enumerate(zip(params_list, cell_dirs, strict=True)):
+        cap = caps.get(i)
+        if isinstance(cap, Exception):
+            out.append(cap)
+            continue
+        try:
+            out.append(run_cell(p, d, capture=cap))
+        except Exception as e:  # noqa: BLE001 - one cell's failure must not stop the group
+            out.append(e)
+    return out
+
+
+def run_cell(params: dict, cell_dir: Path, capture=None) -> dict:
+    """The sweep runner's cell function (module docstring); ``capture``: this cell's window
+    captured already (by :func:`run_group`), else the reproduce stage trains it."""
     from sgdyn.simulator.from_network import from_network
-    from sgdyn.validation.data import load_dataset
     from sgdyn.validation.models import build_model
     from sgdyn.validation.probes.network_landscape import NetworkLandscape
     from sgdyn.validation.studies.mechanism import (
@@ -94,8 +135,9 @@ def run_cell(params: dict, cell_dir: Path) -> dict:
     cfg = reproduce_config(p)
     timings = {}
     t0 = time.perf_counter()
-    rsum = run_reproduce(cfg, cell_dir / "reproduce")
+    rsum = run_reproduce(cfg, cell_dir / "reproduce", capture=capture)
     timings["reproduce_s"] = time.perf_counter() - t0
+    timings["capture_replicas"] = int(rsum.get("timings", {}).get("replicas", 1))
     rdir = cell_dir / "reproduce"
     with np.load(rdir / "arrays.npz", allow_pickle=False) as z:
         comps = z["components_top"]
@@ -105,7 +147,7 @@ def run_cell(params: dict, cell_dir: Path) -> dict:
     # ---- ensemble on the network, through the Landscape protocol ---------------------------
     t1 = time.perf_counter()
     st = torch.load(rdir / CHECKPOINT, map_location="cpu", weights_only=True)
-    data = load_dataset(cfg.dataset, cfg.data_root, classes=cfg.classes)
+    data = cfg.load_data()
     model = build_model(cfg.model, data.n_features, cfg.hidden)
     model.load_state_dict(st["model"])
     land = NetworkLandscape(model, st["probe"], data, batch_size=cfg.batch_size, seed=cfg.seed)
@@ -201,6 +243,7 @@ def _network_record(rsum: dict, cfg) -> dict:
 
     return {
         "dataset": cfg.dataset,
+        "per_class": cfg.per_class,
         "model": cfg.model,
         "hidden": list(cfg.hidden),
         "optimizer": cfg.optimizer,

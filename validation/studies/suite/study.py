@@ -85,8 +85,13 @@ def run_validate(
     jobs: int = 1,
     threads: int = 1,
     engine: str = "local",
+    batch: bool = True,
+    **engine_options,
 ) -> dict:
-    """Run the suite into ``out`` (module docstring) and return the summary."""
+    """Run the suite into ``out`` (module docstring) and return the summary. ``batch``: the
+    SGD cells that share B, model, data and window protocol train together as replicas
+    (:func:`.cell.run_group`; the paper and full suites' seeds); False: one run per cell.
+    ``engine`` / ``engine_options``: the sweep runner's (local processes or Ray)."""
     from sgdyn.validation.io.rundir import RunDir
     from sgdyn.validation.sweeps import run_cells
 
@@ -94,13 +99,22 @@ def run_validate(
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     cells = cfg.cell_list()
+    # what a Ray task asks for (the local engine ignores it); --gpus-per-cell overrides
+    gpu = str(cfg.device).startswith("cuda") or (cfg.device == "auto" and _cuda())
+    res = {"cpu": max(1, threads), "gpu": 1 if gpu else 0}
+    cells = [type(c)(c.key, c.params, res) for c in cells]
     rd = RunDir(out, cfg.as_dict(), command=NAME, force=force)
     if rd.start():
         return rd.summary()
     t0 = time.perf_counter()
+    from .cell import cell_group
+
     results = run_cells(
         "sgdyn.validation.studies.suite.cell:run_cell", cells, rd.path, engine=engine,
         jobs=jobs, threads=threads, force=force, progress=progress,
+        group_by=cell_group if batch else None,
+        group_fn="sgdyn.validation.studies.suite.cell:run_group" if batch else None,
+        **engine_options,
     )  # fmt: skip
     suite = load_suite(cfg.suite)
     records, rows = {}, []
@@ -131,6 +145,7 @@ def run_validate(
             "jobs": jobs,
             "threads_per_job": threads,
         },
+        "sweep": {"engine": engine, "batched_replicas": bool(batch)},
     }
     figures = make_figures(rd, records, table)
     arrays = {
@@ -141,6 +156,12 @@ def run_validate(
     }
     return rd.finish(summary, arrays=arrays, report=report_markdown(summary, figures),
                      title=f"sgdyn validate: suite {cfg.suite}")  # fmt: skip
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def spectrum_top_k(path) -> dict:

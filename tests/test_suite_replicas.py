@@ -1,0 +1,93 @@
+"""`sgdyn validate`: the SGD cells that share B and the model train together as replicas and
+give the numbers of the per-cell path (issue 11 item 1 for the validation suite)."""
+
+import pytest
+
+from sgdyn.validation.studies.suite.cell import cell_group
+from sgdyn.validation.studies.suite.study import ValidateConfig, run_validate
+from sgdyn.validation.sweeps import Cell
+
+SEEDS = """
+name = "seeds"
+description = "two seeds of one digits SGD cell and an Adam cell"
+[defaults]
+hidden = [20, 20]
+window_start = 8
+window_epochs = 2
+max_epochs = 12
+rank_range = [2, 12]
+n_theta_saved = 12
+landscape_modes = 8
+langevin_steps = 100
+quick = true
+ensemble_modes = 6
+replicas = 6
+sim_max_steps = 300
+[[grid]]
+dataset = ["digits"]
+model = [{ model = "mlp", tag = "mlp2" }]
+optimizer = ["sgd"]
+batch_lr = [[50, 0.2]]
+seed = [0, 1]
+[[grid]]
+dataset = ["digits"]
+model = [{ model = "mlp", tag = "mlp2" }]
+optimizer = ["adam"]
+batch_lr = [[50, 0.003]]
+seed = [0]
+"""
+
+
+def test_groups_are_sgd_cells_sharing_b_and_model():
+    base = dict(dataset="digits", model="mlp", hidden=[20, 20], optimizer="sgd", lr=0.1,
+                batch_size=50, seed=0)  # fmt: skip
+    g = cell_group(Cell("a", base))
+    assert cell_group(Cell("b", {**base, "seed": 3, "lr": 0.2})) == g  # alpha, seed may differ
+    assert cell_group(Cell("c", {**base, "batch_size": 25})) != g
+    assert cell_group(Cell("d", {**base, "hidden": [20, 20, 20]})) != g
+    adam = {**base, "optimizer": "adam"}
+    assert cell_group(Cell("e", adam)) != cell_group(Cell("f", adam))  # each its own
+
+
+def test_replica_cells_equal_the_per_cell_path(tmp_path):
+    suite = tmp_path / "seeds.toml"
+    suite.write_text(SEEDS)
+    cfg = ValidateConfig(suite=str(suite), device="cpu")
+    a = run_validate(cfg, tmp_path / "batched")
+    b = run_validate(cfg, tmp_path / "per_cell", batch=False)
+    assert a["sweep"]["batched_replicas"] and not b["sweep"]["batched_replicas"]
+    ca = {c["key"]: c for c in a["cells"]}
+    cb = {c["key"]: c for c in b["cells"]}
+    assert set(ca) == set(cb) and len(ca) == 3
+    for key in ca:
+        ra, rb = ca[key]["record"], cb[key]["record"]
+        sgd = ra["optimizer"] == "sgd"
+        assert ra["timings"]["capture_replicas"] == (2 if sgd else 1)
+        assert rb["timings"]["capture_replicas"] == 1
+        assert ra["psi"] == pytest.approx(rb["psi"], rel=1e-3)
+        assert ra["gamma"] == pytest.approx(rb["gamma"], rel=1e-3)
+        if sgd:
+            assert ra["mlf"]["M0_vs_F"]["slope"] == pytest.approx(
+                rb["mlf"]["M0_vs_F"]["slope"], rel=1e-3, abs=1e-3
+            )
+
+
+def test_reproduce_refuses_a_capture_made_with_other_settings(tmp_path):
+    from dataclasses import replace
+
+    from sgdyn.validation.studies.capture import capture_window
+    from sgdyn.validation.studies.reproduce.pipeline import ReproduceConfig, run_reproduce
+
+    cfg = ReproduceConfig.quick_defaults(
+        hidden=(20, 20), lr=0.2, window_start=8, window_epochs=1, max_epochs=12, device="cpu"
+    )
+    cap = capture_window(cfg, progress=False)
+    with pytest.raises(ValueError, match="other capture settings"):
+        run_reproduce(replace(cfg, lr=cfg.lr * 2), tmp_path / "a", capture=cap)
+    with pytest.raises(ValueError, match="other data"):
+        run_reproduce(
+            replace(cfg, per_class=50),
+            tmp_path / "b",
+            capture=replace(cap, config=replace(cfg, per_class=50)),
+        )
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
