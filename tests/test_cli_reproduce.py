@@ -139,7 +139,9 @@ def test_capture_checkpoint_is_never_unpickled(finished, tmp_path):
 def test_changed_data_is_not_mixed_with_an_old_capture(finished, tmp_path, monkeypatch):
     out = _finished_copy(finished, tmp_path)
     (out / "summary.json").unlink()
-    real = pipeline.load_dataset
+    from sgdyn.validation.studies import capture as capture_mod
+
+    real = capture_mod.load_dataset  # what CaptureConfig.load_data reads through
 
     def shifted(*a, **k):
         d = real(*a, **k)
@@ -147,7 +149,7 @@ def test_changed_data_is_not_mixed_with_an_old_capture(finished, tmp_path, monke
         d.y = d.y.flip(0)
         return d
 
-    monkeypatch.setattr(pipeline, "load_dataset", shifted)
+    monkeypatch.setattr(capture_mod, "load_dataset", shifted)
     assert _run(out) == 0
     s = json.loads((out / "summary.json").read_text())
     assert s["timings"].get("resumed") is None  # retrained on the new data
