@@ -9,6 +9,11 @@ without replacement from its own generator (keyed by its seed), exactly as
 :func:`~sgdyn.validation.training.loop.train_epoch` does for one run, so the numbers equal R
 separate runs with the same seeds (``tests/test_replicas.py``).
 
+For sgdyn's :class:`~sgdyn.validation.models.architectures.MLP` with the default cross-entropy
+loss the step is fused by hand instead (:func:`~sgdyn.validation.training.fused_mlp.mlp_step`:
+batched matmuls, the backward written out, the weight-gradient GEMM accumulating into the
+weights in place); ``fused=False`` forces the general path.
+
 :class:`ReplicaRecorder` keeps the trajectories of the probed parameter of every replica in
 one (R, steps, N) buffer on the device; :meth:`ReplicaRecorder.pca` fits the R PCAs batched
 (:meth:`sgdyn.kernels.StreamingPCA.fit_batched`).
@@ -25,6 +30,8 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from torch.nn import functional as F
 
 from sgdyn.kernels import StreamingPCA
+from sgdyn.validation.models.architectures import MLP
+from sgdyn.validation.training.fused_mlp import mlp_step
 
 
 class Replicas:
@@ -37,7 +44,8 @@ class Replicas:
     (``torch.Generator().manual_seed(seed)``, the generator of a single run). ``compile``:
     forward and gradient of all replicas as one :func:`torch.compile` graph (a one-off
     compilation of seconds; then ~1.3x faster steps on the CPU; a string names the
-    backend).
+    backend). ``fused``: the hand-fused step of :mod:`.fused_mlp` (None: chosen when the
+    models are sgdyn's ``MLP`` with the default loss and no ``compile``; True: required).
     """
 
     def __init__(
@@ -48,6 +56,7 @@ class Replicas:
         seeds: Sequence[int],
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         compile: bool | str = False,
+        fused: bool | None = None,
     ):
         models = list(models)
         R = len(models)
@@ -82,6 +91,18 @@ class Replicas:
         self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
         self.base = copy.deepcopy(models[0]).to("meta")
         self.loss_fn = loss_fn
+        fusable = type(models[0]) is MLP and loss_fn is None and not compile
+        if fused and not fusable:
+            raise ValueError(
+                "fused=True needs sgdyn's MLP with the default cross-entropy loss and "
+                "compile=False; pass fused=None (auto) or False for this model/loss"
+            )
+        self.fused = fusable if fused is None else bool(fused)
+        if self.fused:
+            n_layers = len(models[0].layers)
+            self._weights = [self.params[f"layers.{i}.weight"] for i in range(n_layers)]
+            self._biases = [self.params.get(f"layers.{i}.bias") for i in range(n_layers)]
+            self._scale = -self.lrs / self.batch_size  # D_L = -alpha_r / B (softmax - onehot)
 
         def loss_one(p, b, xb, yb):
             return self.loss_fn(functional_call(self.base, (p, b), (xb,)), yb)
@@ -140,22 +161,33 @@ class Replicas:
         if not 1 <= B <= n:
             raise ValueError(f"batch size {B} must be between 1 and the number of samples {n}")
         perms = self.epoch_perms(n, active)
-        mask = None
-        if active is not None:
+        mask = rows = None
+        if active is not None and not all(active):
             mask = torch.tensor([bool(a) for a in active], device=self.device)
+            rows = [r for r in range(self.R) if active[r]]
         steps = n // B
         losses = torch.empty(self.R, steps, device=self.device, dtype=self.lrs.dtype)
         for s in range(steps):
             idx = perms[:, s * B : (s + 1) * B].reshape(-1)
             xb = x.index_select(0, idx).view(self.R, B, *x.shape[1:])
-            self.step(xb, y.index_select(0, idx).view(self.R, B), mask, losses[:, s])
+            yb = y.index_select(0, idx).view(self.R, B)
+            if self.fused:
+                mlp_step(self._weights, self._biases, xb, yb, self._scale, losses[:, s], rows)
+            else:
+                self.step(xb, yb, mask, losses[:, s])
             if on_step is not None:
                 on_step(s)
         return losses
 
     @torch.no_grad()
     def step(self, xb: torch.Tensor, yb: torch.Tensor, mask=None, loss_out=None) -> None:
-        """One SGD step of every replica on its own minibatch ``xb`` (R, B, ...)."""
+        """One SGD step of every replica on its own minibatch ``xb`` (R, B, ...); ``mask``
+        (R,) bools: the replicas that move (default all); ``loss_out`` (R,) receives the
+        minibatch losses."""
+        if self.fused:
+            rows = None if mask is None else torch.nonzero(mask).flatten().tolist()
+            mlp_step(self._weights, self._biases, xb, yb, self._scale, loss_out, rows)
+            return
         names = list(self.params)
         if self._compiled is not None:
             g, loss = self._compiled(self.params, self.buffers, xb, yb)
