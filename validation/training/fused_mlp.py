@@ -43,36 +43,38 @@ def mlp_step(
     minibatch losses (on the device, no host synchronisation).
     """
     R, B = yb.shape
-    h = [xb.reshape(R, B, -1)]
+    # activations kept transposed, (R, width, B): the softmax then runs over a strided dim
+    # (~15x faster on the CPU than over a last dim of size C = 10) and the ReLU masks of the
+    # backward pass have the layout of the errors
+    x = xb.reshape(R, B, -1)
+    h = [x.mT]
     last = len(weights) - 1
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
-        wt = w.transpose(1, 2)
-        z = torch.bmm(h[-1], wt) if b is None else torch.baddbmm(b.unsqueeze(1), h[-1], wt)
+        z = torch.bmm(w, h[-1]) if b is None else torch.baddbmm(b.unsqueeze(2), w, h[-1])
         h.append(z if i == last else z.relu_())
-    logits = h.pop()
-    logp = F.log_softmax(logits, dim=-1)
-    picked = logp.gather(2, yb.unsqueeze(2))
+    logp = F.log_softmax(h.pop(), dim=1)  # (R, C, B)
+    label = yb.unsqueeze(1)
     if loss_out is not None:
-        loss_out.copy_(picked.view(R, B).mean(dim=1).neg_())
+        loss_out.copy_(logp.gather(1, label).view(R, B).mean(dim=1).neg_())
     # D_L = -alpha_r / B (softmax - onehot): exp(log p) - 1 at the label, times the scale
-    d = logp.exp_().scatter_add_(2, yb.unsqueeze(2), _minus_one(d_like=logp, R=R, B=B))
+    d = logp.exp_().scatter_add_(1, label, _minus_one(logp, R, B))
     d.mul_(scale.view(R, 1, 1))
-    for i in range(last, -1, -1):
+    for i in range(last, -1, -1):  # d: (R, out, B), the transposed error of layer i
         w, b, h_in = weights[i], biases[i], h[i]
         d_in = None
         if i > 0:  # error of the layer below, with the weights before this step's update
-            d_in = torch.ops.aten.threshold_backward(torch.bmm(d, w), h_in, 0)
+            d_in = torch.ops.aten.threshold_backward(torch.bmm(w.mT, d), h_in, 0)
         if rows is None:
-            w.baddbmm_(d.transpose(1, 2), h_in)
+            w.baddbmm_(d, h_in.mT)
             if b is not None:
-                b.add_(d.sum(dim=1))
+                b.add_(d.sum(dim=2))
         else:
             for r in rows:
-                w[r].addmm_(d[r].t(), h_in[r])
+                w[r].addmm_(d[r], h_in[r].T)
                 if b is not None:
-                    b[r].add_(d[r].sum(dim=0))
+                    b[r].add_(d[r].sum(dim=1))
         d = d_in
 
 
-def _minus_one(d_like: torch.Tensor, R: int, B: int) -> torch.Tensor:
-    return torch.full((1, 1, 1), -1.0, dtype=d_like.dtype, device=d_like.device).expand(R, B, 1)
+def _minus_one(like: torch.Tensor, R: int, B: int) -> torch.Tensor:
+    return torch.full((1, 1, 1), -1.0, dtype=like.dtype, device=like.device).expand(R, 1, B)

@@ -167,10 +167,13 @@ class Replicas:
             rows = [r for r in range(self.R) if active[r]]
         steps = n // B
         losses = torch.empty(self.R, steps, device=self.device, dtype=self.lrs.dtype)
+        # one minibatch buffer for the epoch (a fresh 2.5 MB tensor per step costs page faults)
+        xbuf = torch.empty(self.R * B, *x.shape[1:], device=x.device, dtype=x.dtype)
+        ybuf = torch.empty(self.R * B, device=y.device, dtype=y.dtype)
         for s in range(steps):
             idx = perms[:, s * B : (s + 1) * B].reshape(-1)
-            xb = x.index_select(0, idx).view(self.R, B, *x.shape[1:])
-            yb = y.index_select(0, idx).view(self.R, B)
+            xb = torch.index_select(x, 0, idx, out=xbuf).view(self.R, B, *x.shape[1:])
+            yb = torch.index_select(y, 0, idx, out=ybuf).view(self.R, B)
             if self.fused:
                 mlp_step(self._weights, self._biases, xb, yb, self._scale, losses[:, s], rows)
             else:
@@ -254,7 +257,9 @@ class ReplicaRecorder:
             return
         if any(self.n_recorded[r] >= self.n_steps for r in rows):
             raise RuntimeError("a replica's window is already full")
-        if len(set(self.n_recorded[r] for r in rows)) == 1:
+        if len(rows) == len(self.n_recorded) and len(set(self.n_recorded)) == 1:
+            self.data[:, self.n_recorded[0]].copy_(snap)  # every replica at one position
+        elif len(set(self.n_recorded[r] for r in rows)) == 1:
             self.data[rows, self.n_recorded[rows[0]]] = snap[rows].to(self.data.dtype)
         else:
             pos = torch.tensor([self.n_recorded[r] for r in rows], device=self.data.device)
