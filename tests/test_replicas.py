@@ -150,25 +150,3 @@ def test_fused_is_chosen_only_where_it_applies():
         Replicas(models, LRS, B, SEEDS, loss_fn=ce, fused=True)
     lenet = [build_model("lenet-mnist", 784) for _ in range(2)]
     assert not Replicas(lenet, [0.1, 0.1], B, [0, 1]).fused
-
-
-def test_fused_skips_all_zero_input_features_exactly():
-    # features 0 in every sample (MNIST's border pixels) are left out of the first layer's
-    # GEMMs; the first layer's trajectory, recorded mid-epoch, still equals separate runs
-    x, y = _data()
-    x[:, [0, 3, 4, 19]] = 0.0
-    spe = x.shape[0] // B
-    rep = Replicas([_model(s) for s in SEEDS], LRS, B, SEEDS)
-    assert rep._live_inputs(x)[0].tolist() == [1, 2] + list(range(5, 19))
-    rr = ReplicaRecorder(3, spe, 12 * 20, dtype=torch.float64)
-    losses = rep.train_epoch(x, y, on_step=lambda s: rr.record(rep.snapshot("layers.0.weight")))
-    for r, (s, a) in enumerate(zip(SEEDS, LRS, strict=True)):
-        m = _model(s)
-        opt = make_optimizer(m, OptimConfig("sgd", a, B))
-        rec = TrajectoryRecorder(m, "layers.0.weight", spe, dtype=torch.float64).attach(opt)
-        ref = train_epoch(m, opt, x, y, B, torch.Generator().manual_seed(s))
-        torch.testing.assert_close(losses[r].float(), ref, rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(rr.trajectory(r), rec.trajectory(), rtol=1e-12, atol=1e-12)
-        for k, v in m.state_dict().items():
-            torch.testing.assert_close(rep.params[k][r], v, rtol=1e-12, atol=1e-12)
-        assert torch.equal(rep.params["layers.0.weight"][r][:, 0], _model(s).layers[0].weight[:, 0])

@@ -22,7 +22,6 @@ one (R, steps, N) buffer on the device; :meth:`ReplicaRecorder.pca` fits the R P
 from __future__ import annotations
 
 import copy
-import weakref
 from collections.abc import Callable, Sequence
 
 import torch
@@ -47,9 +46,6 @@ class Replicas:
     compilation of seconds; then ~1.3x faster steps on the CPU; a string names the
     backend). ``fused``: the hand-fused step of :mod:`.fused_mlp` (None: chosen when the
     models are sgdyn's ``MLP`` with the default loss and no ``compile``; True: required).
-    ``skip_zero_features`` (fused step only): input features that are 0 in every sample of
-    the training set (MNIST's border pixels: 121 of 784 in mnist5k) are left out of the first
-    layer's GEMMs; exact, their weights get a zero gradient in a separate run too.
     """
 
     def __init__(
@@ -61,7 +57,6 @@ class Replicas:
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         compile: bool | str = False,
         fused: bool | None = None,
-        skip_zero_features: bool = True,
     ):
         models = list(models)
         R = len(models)
@@ -108,9 +103,6 @@ class Replicas:
             self._weights = [self.params[f"layers.{i}.weight"] for i in range(n_layers)]
             self._biases = [self.params.get(f"layers.{i}.bias") for i in range(n_layers)]
             self._scale = -self.lrs / self.batch_size  # D_L = -alpha_r / B (softmax - onehot)
-        self.skip_zero_features = bool(skip_zero_features)
-        self._live_cache = None  # (weakref to x, x._version, (live columns, x restricted))
-        self._pending = None  # (live columns, first-layer weights restricted to them)
 
         def loss_one(p, b, xb, yb):
             return self.loss_fn(functional_call(self.base, (p, b), (xb,)), yb)
@@ -175,50 +167,20 @@ class Replicas:
             rows = [r for r in range(self.R) if active[r]]
         steps = n // B
         losses = torch.empty(self.R, steps, device=self.device, dtype=self.lrs.dtype)
-        weights = self._weights if self.fused else None
-        live = self._live_inputs(x) if self.fused and self.skip_zero_features else None
-        if live is not None:  # the first layer sees only the features nonzero somewhere in x
-            keep, x = live
-            weights = [weights[0].index_select(2, keep), *weights[1:]]
-            self._pending = (keep, weights[0])
         # one minibatch buffer for the epoch (a fresh 2.5 MB tensor per step costs page faults)
         xbuf = torch.empty(self.R * B, *x.shape[1:], device=x.device, dtype=x.dtype)
         ybuf = torch.empty(self.R * B, device=y.device, dtype=y.dtype)
-        try:
-            for s in range(steps):
-                idx = perms[:, s * B : (s + 1) * B].reshape(-1)
-                xb = torch.index_select(x, 0, idx, out=xbuf).view(self.R, B, *x.shape[1:])
-                yb = torch.index_select(y, 0, idx, out=ybuf).view(self.R, B)
-                if self.fused:
-                    mlp_step(weights, self._biases, xb, yb, self._scale, losses[:, s], rows)
-                else:
-                    self.step(xb, yb, mask, losses[:, s])
-                if on_step is not None:
-                    on_step(s)
-        finally:
-            self._flush()
-            self._pending = None
+        for s in range(steps):
+            idx = perms[:, s * B : (s + 1) * B].reshape(-1)
+            xb = torch.index_select(x, 0, idx, out=xbuf).view(self.R, B, *x.shape[1:])
+            yb = torch.index_select(y, 0, idx, out=ybuf).view(self.R, B)
+            if self.fused:
+                mlp_step(self._weights, self._biases, xb, yb, self._scale, losses[:, s], rows)
+            else:
+                self.step(xb, yb, mask, losses[:, s])
+            if on_step is not None:
+                on_step(s)
         return losses
-
-    def _live_inputs(self, x: torch.Tensor):
-        """(columns of the flattened ``x`` not identically 0, ``x`` restricted to them), or
-        None when every column is live (cached while ``x`` is unchanged)."""
-        c = self._live_cache
-        if c is not None and c[0]() is x and c[1] == x._version:
-            return c[2]
-        x2 = x.reshape(x.shape[0], -1)
-        keep = torch.nonzero(x2.ne(0).any(dim=0)).flatten()
-        out = None
-        if 0 < keep.numel() < x2.shape[1]:
-            out = (keep, x2.index_select(1, keep))
-        self._live_cache = (weakref.ref(x), x._version, out)
-        return out
-
-    def _flush(self) -> None:
-        """Write the restricted first-layer weights of a running epoch back into ``params``."""
-        if self._pending is not None:
-            keep, w = self._pending
-            self._weights[0].index_copy_(2, keep, w)
 
     @torch.no_grad()
     def step(self, xb: torch.Tensor, yb: torch.Tensor, mask=None, loss_out=None) -> None:
@@ -253,7 +215,6 @@ class Replicas:
     @torch.no_grad()
     def full_loss(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 10000) -> torch.Tensor:
         """Mean loss over the whole set for every replica (Eq 1), (R,) on the device."""
-        self._flush()
         total = torch.zeros(self.R, device=self.device, dtype=torch.float64)
         for s in range(0, x.shape[0], chunk):
             logits = self._logits(self.params, self.buffers, x[s : s + chunk])
@@ -265,13 +226,10 @@ class Replicas:
     def snapshot(self, names: str | Sequence[str]) -> torch.Tensor:
         """(R, N) flat values of the parameters ``names`` of every replica."""
         names = [names] if isinstance(names, str) else list(names)
-        if "layers.0.weight" in names:
-            self._flush()
         return torch.cat([self.params[n].reshape(self.R, -1) for n in names], dim=1)
 
     def model(self, r: int, template: nn.Module) -> nn.Module:
         """Replica ``r`` as a stand-alone module (a copy of ``template`` with its weights)."""
-        self._flush()
         m = copy.deepcopy(template)
         state = {k: v[r].clone() for k, v in {**self.params, **self.buffers}.items()}
         m.load_state_dict(state)
