@@ -150,3 +150,14 @@ def test_fused_is_chosen_only_where_it_applies():
         Replicas(models, LRS, B, SEEDS, loss_fn=ce, fused=True)
     lenet = [build_model("lenet-mnist", 784) for _ in range(2)]
     assert not Replicas(lenet, [0.1, 0.1], B, [0, 1]).fused
+
+
+def test_recorder_pca_of_many_windows_equals_one_pca_per_window():
+    g = torch.Generator().manual_seed(3)
+    rr = ReplicaRecorder(6, 8, 30, dtype=torch.float64)
+    for _ in range(8):
+        rr.record(torch.randn(6, 30, generator=g, dtype=torch.float64))
+    rows = [5, 0, 2, 3, 4, 1]
+    for r, est in zip(rows, rr.pca(rows), strict=True):
+        ref = StreamingPCA().fit(rr.trajectory(r))
+        torch.testing.assert_close(est.explained_variance_, ref.explained_variance_)
