@@ -161,3 +161,21 @@ def test_recorder_pca_of_many_windows_equals_one_pca_per_window():
     for r, est in zip(rows, rr.pca(rows), strict=True):
         ref = StreamingPCA().fit(rr.trajectory(r))
         torch.testing.assert_close(est.explained_variance_, ref.explained_variance_)
+
+
+@pytest.mark.parametrize("sizes", [(20, 10), (20, 16, 12, 8, 10)], ids=["depth1", "depth4"])
+def test_fused_equals_the_vmap_step_at_other_depths(sizes):
+    x, y = _data()
+
+    def models():
+        out = []
+        for s in SEEDS:
+            torch.manual_seed(s)
+            out.append(MLP(sizes, bias=True).double())
+        return out
+
+    a = Replicas(models(), LRS, B, SEEDS, fused=True)
+    b = Replicas(models(), LRS, B, SEEDS, fused=False)
+    torch.testing.assert_close(a.train_epoch(x, y), b.train_epoch(x, y), rtol=1e-12, atol=1e-12)
+    for k in a.params:
+        torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-12, atol=1e-12)
