@@ -179,3 +179,21 @@ def test_fused_equals_the_vmap_step_at_other_depths(sizes):
     torch.testing.assert_close(a.train_epoch(x, y), b.train_epoch(x, y), rtol=1e-12, atol=1e-12)
     for k in a.params:
         torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mask", [None, [True, True, True], [True, False, True]])
+def test_step_with_a_mask_is_the_same_on_both_paths(mask):
+    x, y = _data()
+    xb, yb = x[: 3 * B].view(3, B, -1), y[: 3 * B].view(3, B)
+    m = None if mask is None else torch.tensor(mask)
+    reps = [Replicas([_model(s) for s in SEEDS], LRS, B, SEEDS, fused=f) for f in (True, False)]
+    before = {k: v.clone() for k, v in reps[0].params.items()}
+    losses = [torch.empty(3, dtype=torch.float64) for _ in reps]
+    for rep, lo in zip(reps, losses, strict=True):
+        rep.step(xb, yb, m, lo)
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-12, atol=1e-12)
+    for k, v in reps[0].params.items():
+        torch.testing.assert_close(v, reps[1].params[k], rtol=1e-12, atol=1e-12)
+        for r in range(3):
+            moved = not torch.equal(v[r], before[k][r])
+            assert moved is (mask is None or mask[r])

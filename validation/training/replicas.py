@@ -188,7 +188,9 @@ class Replicas:
         (R,) bools: the replicas that move (default all); ``loss_out`` (R,) receives the
         minibatch losses."""
         if self.fused:
-            rows = None if mask is None else torch.nonzero(mask).flatten().tolist()
+            rows = None
+            if mask is not None and not bool(mask.all()):
+                rows = torch.nonzero(mask).flatten().tolist()
             mlp_step(self._weights, self._biases, xb, yb, self._scale, loss_out, rows)
             return
         # the gradient of sum_r alpha_r L_r is alpha_r grad L_r: the step (Eq 2) is then one
