@@ -9,6 +9,11 @@ without replacement from its own generator (keyed by its seed), exactly as
 :func:`~sgdyn.validation.training.loop.train_epoch` does for one run, so the numbers equal R
 separate runs with the same seeds (``tests/test_replicas.py``).
 
+For sgdyn's :class:`~sgdyn.validation.models.architectures.MLP` with the default cross-entropy
+loss the step is fused by hand instead (:func:`~sgdyn.validation.training.fused_mlp.mlp_step`:
+batched matmuls, the backward written out, the weight-gradient GEMM accumulating into the
+weights in place); ``fused=False`` forces the general path.
+
 :class:`ReplicaRecorder` keeps the trajectories of the probed parameter of every replica in
 one (R, steps, N) buffer on the device; :meth:`ReplicaRecorder.pca` fits the R PCAs batched
 (:meth:`sgdyn.kernels.StreamingPCA.fit_batched`).
@@ -25,6 +30,8 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from torch.nn import functional as F
 
 from sgdyn.kernels import StreamingPCA
+from sgdyn.validation.models.architectures import MLP
+from sgdyn.validation.training.fused_mlp import mlp_step
 
 
 class Replicas:
@@ -37,7 +44,8 @@ class Replicas:
     (``torch.Generator().manual_seed(seed)``, the generator of a single run). ``compile``:
     forward and gradient of all replicas as one :func:`torch.compile` graph (a one-off
     compilation of seconds; then ~1.3x faster steps on the CPU; a string names the
-    backend).
+    backend). ``fused``: the hand-fused step of :mod:`.fused_mlp` (None: chosen when the
+    models are sgdyn's ``MLP`` with the default loss and no ``compile``; True: required).
     """
 
     def __init__(
@@ -48,6 +56,7 @@ class Replicas:
         seeds: Sequence[int],
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         compile: bool | str = False,
+        fused: bool | None = None,
     ):
         models = list(models)
         R = len(models)
@@ -82,6 +91,18 @@ class Replicas:
         self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
         self.base = copy.deepcopy(models[0]).to("meta")
         self.loss_fn = loss_fn
+        fusable = type(models[0]) is MLP and loss_fn is None and not compile
+        if fused and not fusable:
+            raise ValueError(
+                "fused=True needs sgdyn's MLP with the default cross-entropy loss and "
+                "compile=False; pass fused=None (auto) or False for this model/loss"
+            )
+        self.fused = fusable if fused is None else bool(fused)
+        if self.fused:
+            n_layers = len(models[0].layers)
+            self._weights = [self.params[f"layers.{i}.weight"] for i in range(n_layers)]
+            self._biases = [self.params.get(f"layers.{i}.bias") for i in range(n_layers)]
+            self._scale = -self.lrs / self.batch_size  # D_L = -alpha_r / B (softmax - onehot)
 
         def loss_one(p, b, xb, yb):
             return self.loss_fn(functional_call(self.base, (p, b), (xb,)), yb)
@@ -103,10 +124,10 @@ class Replicas:
         self._compiled = None
         if compile:  # forward + gradient as one torch.compile graph (update stays eager)
 
-            def grads_and_losses(p, b, xb, yb):
+            def grads_and_losses(p, b, xb, yb, lrs):
                 def total(q):
                     losses = self._losses(q, b, xb, yb)
-                    return losses.sum(), losses
+                    return (losses * lrs).sum(), losses
 
                 g, (_, losses) = grad_and_value(total, has_aux=True)(p)
                 return g, losses
@@ -140,38 +161,55 @@ class Replicas:
         if not 1 <= B <= n:
             raise ValueError(f"batch size {B} must be between 1 and the number of samples {n}")
         perms = self.epoch_perms(n, active)
-        mask = None
-        if active is not None:
+        mask = rows = None
+        if active is not None and not all(active):
             mask = torch.tensor([bool(a) for a in active], device=self.device)
+            rows = [r for r in range(self.R) if active[r]]
         steps = n // B
         losses = torch.empty(self.R, steps, device=self.device, dtype=self.lrs.dtype)
+        # one minibatch buffer for the epoch (a fresh 2.5 MB tensor per step costs page faults)
+        xbuf = torch.empty(self.R * B, *x.shape[1:], device=x.device, dtype=x.dtype)
+        ybuf = torch.empty(self.R * B, device=y.device, dtype=y.dtype)
         for s in range(steps):
             idx = perms[:, s * B : (s + 1) * B].reshape(-1)
-            xb = x.index_select(0, idx).view(self.R, B, *x.shape[1:])
-            self.step(xb, y.index_select(0, idx).view(self.R, B), mask, losses[:, s])
+            xb = torch.index_select(x, 0, idx, out=xbuf).view(self.R, B, *x.shape[1:])
+            yb = torch.index_select(y, 0, idx, out=ybuf).view(self.R, B)
+            if self.fused:
+                mlp_step(self._weights, self._biases, xb, yb, self._scale, losses[:, s], rows)
+            else:
+                self.step(xb, yb, mask, losses[:, s])
             if on_step is not None:
                 on_step(s)
         return losses
 
     @torch.no_grad()
     def step(self, xb: torch.Tensor, yb: torch.Tensor, mask=None, loss_out=None) -> None:
-        """One SGD step of every replica on its own minibatch ``xb`` (R, B, ...)."""
+        """One SGD step of every replica on its own minibatch ``xb`` (R, B, ...); ``mask``
+        (R,) bools: the replicas that move (default all); ``loss_out`` (R,) receives the
+        minibatch losses."""
+        if self.fused:
+            rows = None
+            if mask is not None and not bool(mask.all()):
+                rows = torch.nonzero(mask).flatten().tolist()
+            mlp_step(self._weights, self._biases, xb, yb, self._scale, loss_out, rows)
+            return
+        # the gradient of sum_r alpha_r L_r is alpha_r grad L_r: the step (Eq 2) is then one
+        # fused foreach subtraction of the gradients (no per-replica multiply over the weights)
         names = list(self.params)
         if self._compiled is not None:
-            g, loss = self._compiled(self.params, self.buffers, xb, yb)
+            g, loss = self._compiled(self.params, self.buffers, xb, yb, self.lrs)
             grads = [g[k] for k in names]
         else:
             with torch.enable_grad():
                 leaves = {k: self.params[k].requires_grad_(True) for k in names}
                 loss = self._losses(leaves, self.buffers, xb, yb)
-                grads = torch.autograd.grad(loss.sum(), [leaves[k] for k in names])
-        for k, g in zip(names, grads, strict=True):
-            p = self.params[k].requires_grad_(False)
-            lr = self.lrs.view(-1, *([1] * (p.ndim - 1)))
-            if mask is None:
-                p.addcmul_(lr, g, value=-1.0)
-            else:
-                p.copy_(torch.where(mask.view_as(lr), p - lr * g, p))
+                grads = torch.autograd.grad((loss * self.lrs).sum(), [leaves[k] for k in names])
+        ps = [self.params[k].requires_grad_(False) for k in names]
+        if mask is None:
+            torch._foreach_sub_(ps, list(grads))
+        else:
+            for p, g in zip(ps, grads, strict=True):
+                p.copy_(torch.where(mask.view(-1, *([1] * (p.ndim - 1))), p - g, p))
         if loss_out is not None:
             loss_out.copy_(loss.detach())
 
@@ -222,7 +260,9 @@ class ReplicaRecorder:
             return
         if any(self.n_recorded[r] >= self.n_steps for r in rows):
             raise RuntimeError("a replica's window is already full")
-        if len(set(self.n_recorded[r] for r in rows)) == 1:
+        if len(rows) == len(self.n_recorded) and len(set(self.n_recorded)) == 1:
+            self.data[:, self.n_recorded[0]].copy_(snap)  # every replica at one position
+        elif len(set(self.n_recorded[r] for r in rows)) == 1:
             self.data[rows, self.n_recorded[rows[0]]] = snap[rows].to(self.data.dtype)
         else:
             pos = torch.tensor([self.n_recorded[r] for r in rows], device=self.data.device)
@@ -240,6 +280,9 @@ class ReplicaRecorder:
         rows = list(range(len(self.n_recorded))) if rows is None else list(rows)
         if any(self.n_recorded[r] != self.n_steps for r in rows):
             raise ValueError("pca() needs full windows for every replica asked for")
-        if not rows:
-            return []
-        return StreamingPCA.fit_batched(self.data[rows])
+        # in groups of 4 windows: the float64 centred copies of 16 windows of 100 x 2500 are
+        # 64 MB, out of cache (batched PCA of 16 such windows 158 ms at once, 115 ms by 4s)
+        out = []
+        for i in range(0, len(rows), 4):
+            out += StreamingPCA.fit_batched(self.data[rows[i : i + 4]])
+        return out
