@@ -42,7 +42,7 @@ from sgdyn.kernels.memory import available_bytes, check_fits
 from sgdyn.theory.flatness import EWidthResult, flatness_e_width
 from sgdyn.validation.data.tensors import as_tensors
 
-from .losses import per_sample_loss
+from .losses import per_sample_loss, stable_cross_entropy
 
 log = logging.getLogger(__name__)
 _LOGGED_EVALUATORS: set[tuple[str, str]] = set()  # (probe, evaluator) already logged at INFO
@@ -74,11 +74,11 @@ _TAIL_ELEMS = 1 << 20
 def _ce_sum_rows(logits: torch.Tensor, y: torch.Tensor, n_pairs: int) -> torch.Tensor:
     """Per-pair sums of cross-entropy for logits (pairs * samples, C), float64 (n_pairs,).
 
-    One logsumexp over all pairs at once (any memory layout of ``logits``: the transposed
-    one from :func:`_linear_t` reduces faster), minus the gathered true-class logit.
+    One logsumexp over all pairs at once, in the form of
+    :func:`~sgdyn.validation.probes.losses.stable_cross_entropy` (no underflow to 0 for
+    well-classified samples).
     """
-    ce = torch.logsumexp(logits, 1) - logits.gather(1, y[:, None])[:, 0]
-    return ce.view(n_pairs, -1).sum(1, dtype=torch.float64)
+    return stable_cross_entropy(logits, y).view(n_pairs, -1).sum(1, dtype=torch.float64)
 
 
 def _linear_t(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
