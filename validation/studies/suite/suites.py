@@ -87,8 +87,8 @@ def expand(suite: dict, *, data_root: str | None = None) -> list[Cell]:
             params = {**CELL_DEFAULTS, **defaults, **mdl, **extra, "dataset": ds,
                       "optimizer": opt, "batch_size": int(B), "lr": float(lr),
                       "seed": int(seed)}  # fmt: skip
-            if ds in FILE_DATASETS:
-                params["data_root"] = data_root
+            if ds in FILE_DATASETS and (data_root is not None or "data_root" not in extra):
+                params["data_root"] = data_root  # --data-root wins over a grid's own
             cells.append(Cell(key, params))
     if not cells:
         raise ValueError(f"suite {suite.get('name')} has no cells")
