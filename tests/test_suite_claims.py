@@ -127,7 +127,8 @@ def test_a_grid_may_pin_its_own_data_root(tmp_path):
     f = tmp_path / "s.toml"
     f.write_text('name = "s"\n[[grid]]\ndataset = ["cifar10"]\nmodel = [{model = "lenet-cifar"}]\n'
                  'optimizer = ["sgd"]\nbatch_lr = [[50, 0.1]]\nseed = [0]\n'
-                 'data_root = "my/cifar"\n[[grid]]\ndataset = ["mnist"]\nmodel = [{model = "mlp"}]\n'
+                 'data_root = "my/cifar"\n[[grid]]\ndataset = ["mnist"]\n'
+                 'model = [{model = "mlp"}]\n'
                  'optimizer = ["sgd"]\nbatch_lr = [[50, 0.1]]\nseed = [0]\n')  # fmt: skip
     cells = {c.params["dataset"]: c.params for c in expand(load_suite(str(f)))}
     assert cells["cifar10"]["data_root"] == "my/cifar" and cells["mnist"]["data_root"] is None
