@@ -91,3 +91,33 @@ def test_reproduce_refuses_a_capture_made_with_other_settings(tmp_path):
             capture=replace(cap, config=replace(cfg, per_class=50)),
         )
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_group_keeps_every_window_when_its_cells_fail(tmp_path, monkeypatch):
+    """The group's windows are checkpointed before any cell is analysed: after every cell of
+    the group failed, a rerun trains nothing (capture_windows is not called again)."""
+    import sgdyn.validation.studies.capture_replicas as cr
+    from sgdyn.validation.studies.suite import cell as cell_mod
+
+    suite = tmp_path / "seeds.toml"
+    suite.write_text(SEEDS.split("[[grid]]")[0] + "[[grid]]" + SEEDS.split("[[grid]]")[1])
+    cfg = ValidateConfig(suite=str(suite), device="cpu")
+
+    def broken(*a, **k):
+        raise RuntimeError("analysis died")
+
+    monkeypatch.setattr(cell_mod, "run_cell", broken)
+    s = run_validate(cfg, tmp_path / "run")
+    assert s["n_failed"] == 2
+    for c in s["cells"]:
+        assert (tmp_path / "run" / "cells" / c["key"] / "reproduce" / "capture.pt").is_file()
+    monkeypatch.undo()
+    (tmp_path / "run" / "summary.json").unlink()
+
+    def no_training(*a, **k):
+        raise AssertionError("the windows were trained again")
+
+    monkeypatch.setattr(cr, "capture_windows", no_training)
+    s = run_validate(cfg, tmp_path / "run")
+    assert s["n_failed"] == 0
+    assert all(c["record"]["timings"]["capture_replicas"] == 2 for c in s["cells"])

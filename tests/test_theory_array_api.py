@@ -100,11 +100,16 @@ CASES = {
         dict(block=2, n_modes=5, rank_range=(2, 20)),
     ),  # noqa: E501
     "increment_spectrum": (nulls.increment_spectrum, (TRAJ,), {}),
+    "trajectory_diagnostics": (
+        nulls.trajectory_diagnostics,
+        (TRAJ,),
+        dict(block=2, n_modes=5, rank_range=(2, 15)),
+    ),
     "random_walk_gram": (nulls.random_walk_gram, (30,), {"increment_variances": INC, "rng": "RNG"}),
     "random_walk_null": (
         nulls.random_walk_null,
         (30,),
-        dict(increment_variances=INC, block=1, n_modes=4, rank_range=(2, 10), n_replicas=2),
+        dict(increment_variances=INC, block=1, n_modes=4, rank_range=(2, 5), n_replicas=2),
     ),  # fmt: skip
 }
 # public functions without array inputs (integers in, numpy out)

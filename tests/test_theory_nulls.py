@@ -16,6 +16,7 @@ from sgdyn.theory.nulls import (
     random_walk_gram,
     random_walk_null,
     random_walk_pca_limit,
+    trajectory_diagnostics,
 )
 
 
@@ -139,3 +140,35 @@ def test_issue_sized_isotropic_null():
     assert null.mean["pc1_drift_ratio"] == pytest.approx(8.9, abs=0.3)
     assert null.mean["modes_median_drift_ratio"] == pytest.approx(0.125, abs=0.02)
     assert null.mean["var1_over_var2"] == pytest.approx(4.0, abs=0.5)
+
+
+def test_trajectory_diagnostics_equal_the_gram_form_at_o_t_n2():
+    """The positions' N x N path (N < T) gives the Gram path's numbers; the drift test on
+    the block endpoints only gives the full Gram's."""
+    rng = np.random.default_rng(3)
+    T, N, block, k = 400, 12, 5, 6
+    X = np.cumsum(rng.standard_normal((T, N)) * rng.uniform(0.2, 2, N), axis=0)
+    X[:, 0] += 0.05 * np.arange(T)
+    kw = dict(block=block, n_modes=k, rank_range=(2, 10))
+    got, ref = trajectory_diagnostics(X, **kw), gram_diagnostics(X @ X.T, **kw)
+    assert set(got) == set(ref) == set(DIAGNOSTICS)
+    for key in DIAGNOSTICS:
+        assert got[key] == pytest.approx(ref[key], rel=1e-7, abs=1e-9), key
+    dt = drift_test(X, block)
+    full = drift_test_from_gram((X - X.mean(0)) @ (X - X.mean(0)).T, block)
+    assert dt.block == block and dt.n_blocks == full.n_blocks
+    assert dt.z == pytest.approx(full.z, rel=1e-9)
+    assert dt.drift_ratio_full == pytest.approx(full.drift_ratio_full, rel=1e-9)
+
+
+def test_anisotropic_null_draws_equal_the_gram_draws():
+    """random_walk_null takes the same random draws as random_walk_gram, analysed in
+    position form when the walk has fewer dimensions than snapshots."""
+    T, d = 120, np.array([4.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.05, 0.02])
+    kw = dict(block=2, n_modes=4, rank_range=(2, 7))
+    got = random_walk_null(T, increment_variances=d, n_replicas=2, seed=5, **kw)
+    for r in range(2):
+        G = random_walk_gram(T, increment_variances=d, rng=np.random.default_rng([5, 1, r]))
+        ref = gram_diagnostics(G, **kw)
+        for key in DIAGNOSTICS:
+            assert got.replicas[key][r] == pytest.approx(ref[key], rel=1e-6, abs=1e-9), key

@@ -11,7 +11,7 @@ increments it is tested on.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -220,5 +220,12 @@ def drift_test(trajectory, block: int = 1) -> DriftTest:
     X = xp_array(trajectory, "trajectory", f64, hint="pass the positions as (T, N)")
     if X.ndim != 2:
         raise ValueError(f"trajectory must be (T, N), got shape {tuple(X.shape)}")
-    Xc = X - c.xp.mean(X, axis=0, keepdims=True)  # centring does not change increments
-    return drift_test_from_gram(to_numpy(Xc @ c.xp.matrix_transpose(Xc)), block)
+    T = X.shape[0]
+    block = _check_block(block, T)
+    # the test reads inner products of the block endpoints only: their Gram, not the T x T one
+    Xb = X[::block]
+    if Xb.shape[0] - 1 < 4:
+        raise ValueError(f"block={block} leaves {Xb.shape[0] - 1} block increments; the test "
+                         "needs >= 4")  # fmt: skip
+    Xb = Xb - c.xp.mean(Xb, axis=0, keepdims=True)  # centring does not change increments
+    return replace(drift_test_from_gram(to_numpy(Xb @ c.xp.matrix_transpose(Xb)), 1), block=block)

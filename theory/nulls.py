@@ -13,9 +13,12 @@ drift ratio without any drift. So each diagnostic needs its null value beside it
 - :func:`random_walk_null`: a driftless random walk of the run's exact shape (T snapshots,
   N weights), isotropic or anisotropic (increment variances given, e.g. the run's own
   :func:`increment_spectrum`: the same fluctuations without the drift), simulated with a
-  fixed seed and analysed by the very same estimators (:func:`gram_diagnostics`). Everything
-  is done on the T x T Gram matrix: the cost is O(T^3) per replica whatever N is (a Wishart
-  draw by the Bartlett decomposition when N >= T - 1); results are cached in-process.
+  fixed seed and analysed by the very same estimators. A walk in more dimensions than
+  snapshots (N >= T - 1) is drawn as its T x T Gram matrix (Wishart, Bartlett decomposition)
+  and analysed by :func:`gram_diagnostics`, O(T^3) whatever N is; a walk in fewer (a long
+  window of a small probe: T = 12,000 steps of 2,500 weights) is drawn as its positions and
+  analysed by :func:`trajectory_diagnostics` through the N x N covariance, O(T N^2), from
+  the same random draws. Isotropic results are cached in-process.
 
 Drift itself is better tested on the increments than on PCA positions:
 :func:`sgdyn.theory.dynamics.drift_test` (its null is a Student t, closed form).
@@ -43,6 +46,7 @@ __all__ = [
     "random_walk_gram",
     "random_walk_null",
     "random_walk_pca_limit",
+    "trajectory_diagnostics",
 ]
 
 DIAGNOSTICS = (
@@ -168,6 +172,53 @@ def gram_diagnostics(
     return {**_mode_diagnostics(theta, block), **_spec_dict(spec), **_drift_dict(G, block)}
 
 
+def trajectory_diagnostics(
+    X,
+    *,
+    block: int,
+    n_modes: int,
+    rank_range: tuple[int, int],
+    fraction: float = 0.9,
+) -> dict:
+    """:func:`gram_diagnostics` of the positions ``X`` (T, N) themselves: equal numbers (the
+    nonzero eigenvalues of X_c X_c^T and X_c^T X_c agree and theta = X_c v_k), at O(T N^2)
+    through the N x N covariance when N < T instead of O(T^3); the drift test reads only the
+    Gram of the block endpoints."""
+    X = check_array(X, "X", ndim=2)
+    T, N = X.shape
+    T, block, k, rr = _check_shape(T, block, n_modes, rank_range)
+    if N >= T:
+        return gram_diagnostics(X @ X.T, block=block, n_modes=k, rank_range=rr, fraction=fraction)
+    Xc = X - X.mean(axis=0, keepdims=True)
+    lam, V = sla.eigh(Xc.T @ Xc, driver="evd")
+    lam, V = np.clip(lam[::-1], 0.0, None), V[:, ::-1]
+    var = np.zeros(T - 1)
+    var[:N] = lam / (T - 1)
+    spec = spectrum_summary(var, rank_range=rr, fraction=fraction)
+    theta = np.zeros((T, k))
+    kk = min(k, N)
+    theta[:, :kk] = Xc @ V[:, :kk]
+    Xb = X[np.arange(0, T, block)]
+    dt = drift_test_from_gram(Xb @ Xb.T, 1)  # the test needs inner products of these only
+    drift = {"drift_z": dt.z, "drift_ratio_full": dt.drift_ratio_full}
+    return {**_mode_diagnostics(theta, block), **_spec_dict(spec), **drift}
+
+
+def _walk_diagnostics(T: int, scales, N: int | None, rng, **kw) -> dict:
+    """Diagnostics of one driftless walk: increments N(0, diag(scales^2)) (or N isotropic unit
+    ones), drawn as a Wishart Gram when there are more dimensions than increments, else as
+    positions (the draws of :func:`random_walk_gram` either way)."""
+    n_inc = T - 1
+    if scales is None and N >= n_inc:
+        return gram_diagnostics(random_walk_gram(T, N, rng=rng), **kw)
+    Z = rng.standard_normal((n_inc, N if scales is None else scales.size))
+    if scales is not None:
+        Z = Z * scales[None, :]
+    X = np.zeros((T, Z.shape[1]))
+    np.cumsum(Z, axis=0, out=X[1:])
+    return trajectory_diagnostics(X, **kw)
+
+
 def _spec_dict(spec) -> dict:
     return {
         "var1_over_var2": spec.var1_over_var2,
@@ -226,14 +277,9 @@ def _summarise(model: str, rows: list[dict], params: dict) -> NullDiagnostics:
 
 @functools.lru_cache(maxsize=16)
 def _isotropic_cached(T, N, block, k, rr, fraction, n_replicas, seed) -> NullDiagnostics:
+    kw = dict(block=block, n_modes=k, rank_range=rr, fraction=fraction)
     rows = [
-        gram_diagnostics(
-            random_walk_gram(T, N, rng=np.random.default_rng([seed, r])),
-            block=block,
-            n_modes=k,
-            rank_range=rr,
-            fraction=fraction,
-        )
+        _walk_diagnostics(T, None, N, np.random.default_rng([seed, r]), **kw)
         for r in range(n_replicas)
     ]
     params = dict(n_snapshots=T, n_features=N, block=block, n_modes=k, rank_range=list(rr),
@@ -269,14 +315,12 @@ def random_walk_null(
     if increment_variances is None:
         return _isotropic_cached(T, int(n_features), block, k, rr, float(fraction), R, int(seed))
     d = check_array(increment_variances, "increment_variances", sign="nonnegative")
+    scales = np.sqrt(d[d > 0])
+    if scales.size == 0:
+        raise ValueError("all increment variances are zero: the walk does not move")
+    kw = dict(block=block, n_modes=k, rank_range=rr, fraction=fraction)
     rows = [
-        gram_diagnostics(
-            random_walk_gram(T, increment_variances=d, rng=np.random.default_rng([seed, 1, r])),
-            block=block,
-            n_modes=k,
-            rank_range=rr,
-            fraction=fraction,
-        )
+        _walk_diagnostics(T, scales, None, np.random.default_rng([seed, 1, r]), **kw)
         for r in range(R)
     ]
     params = dict(n_snapshots=T, n_directions=int(np.count_nonzero(d)), block=block, n_modes=k,

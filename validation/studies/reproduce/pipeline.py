@@ -115,6 +115,22 @@ def _capture_state(res: CaptureResult, cfg: ReproduceConfig) -> dict:
     }
 
 
+def save_capture(out: Path, cfg: ReproduceConfig, res: CaptureResult) -> None:
+    """Checkpoint a window captured elsewhere into the run folder ``out`` (made ready as
+    :func:`run_reproduce` does), so a later ``run_reproduce(cfg, out)`` resumes from it
+    instead of training: a group of replicas keeps every window even if the process dies
+    while the first cell is analysed."""
+    if res.config.capture_key() != cfg.capture_key():
+        raise ValueError("the capture was made with other capture settings than its config")
+    rd = RunDir(out, cfg.as_dict(), command="reproduce", keep=(CHECKPOINT,))
+    if rd.check() == "done":
+        return
+    rd.start()
+    buf = io.BytesIO()
+    torch.save(_capture_state(res, cfg), buf)
+    rd.write_bytes(CHECKPOINT, buf.getvalue())
+
+
 def has_capture(out: Path, cfg: ReproduceConfig) -> bool:
     """Whether the run folder ``out`` holds a checkpointed window with ``cfg``'s capture
     settings (the data fingerprint is checked when it is loaded)."""

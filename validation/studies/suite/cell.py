@@ -85,10 +85,11 @@ def cell_group(cell) -> tuple:
 def run_group(params_list: list[dict], cell_dirs: list[Path]) -> list[dict | Exception]:
     """A group of :func:`cell_group` captured at once as replicas
     (:func:`~sgdyn.validation.studies.capture_replicas.capture_windows`), then each cell run
-    as :func:`run_cell` on its own capture; the sweep runner's group function. A cell whose
-    ``reproduce/capture.pt`` already holds its window (an interrupted run) is not retrained."""
+    as :func:`run_cell` on its own capture; the sweep runner's group function. Every window
+    is checkpointed into its cell's ``reproduce/capture.pt`` before any cell is analysed, and
+    a cell whose checkpoint already holds its window (an interrupted run) is not retrained."""
     from sgdyn.validation.studies.capture_replicas import capture_windows
-    from sgdyn.validation.studies.reproduce.pipeline import has_capture
+    from sgdyn.validation.studies.reproduce.pipeline import has_capture, save_capture
 
     cfgs = [reproduce_config({**DEFAULTS, **p}) for p in params_list]
     todo = [i for i, (c, d) in enumerate(zip(cfgs, cell_dirs, strict=True))
@@ -98,6 +99,9 @@ def run_group(params_list: list[dict], cell_dirs: list[Path]) -> list[dict | Exc
         t0 = time.perf_counter()
         caps = dict(zip(todo, capture_windows([cfgs[i] for i in todo]), strict=True))
         log.info("captured %d cells as replicas in %.1f s", len(todo), time.perf_counter() - t0)
+        for i, cap in caps.items():
+            if not isinstance(cap, Exception):
+                save_capture(Path(cell_dirs[i]) / "reproduce", cfgs[i], cap)
     out = []
     for i, (p, d) in enumerate(zip(params_list, cell_dirs, strict=True)):
         cap = caps.get(i)
