@@ -18,7 +18,7 @@ import numpy as np
 
 from sgdyn.validation.io.config import StudyConfig
 from sgdyn.validation.io.rundir import RunDir, write_npz
-from sgdyn.validation.sweeps import Cell, raise_if_failed, run_cells
+from sgdyn.validation.sweeps import Cell, cell_resources, raise_if_failed, run_cells
 from sgdyn.validation.sweeps.runner import cell_dir
 
 NAME = "flatness-grid"
@@ -210,7 +210,7 @@ def run_grid(
     t0 = time.perf_counter()
     # what a Ray task asks for (the local engine ignores it): one GPU per task on CUDA unless
     # --gpus-per-cell says otherwise
-    resources = {"cpu": max(1, threads), "gpu": 1 if str(cfg.device).startswith("cuda") else 0}
+    resources = cell_resources(cfg.device, threads)
     cell_list = [
         Cell(f"B{j['capture']['batch_size']}_lr{j['capture']['lr']:g}", j, resources) for j in cells
     ]

@@ -5,9 +5,18 @@ machine, the default) and ``ray`` (:mod:`.ray_engine`: Ray tasks on a cluster). 
 can run together (replicas sharing B) run as one task with ``group_by`` / ``group_fn``.
 """
 
-from .runner import Cell, CellResult, SweepError, available_engines, raise_if_failed, run_cells
+from .runner import (
+    Cell,
+    CellResult,
+    SweepError,
+    available_engines,
+    cell_resources,
+    raise_if_failed,
+    run_cells,
+)
 
 __all__ = [
+    "cell_resources",
     "Cell",
     "CellResult",
     "SweepError",

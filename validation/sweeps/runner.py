@@ -39,6 +39,12 @@ class Cell:
     resources: dict = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
 
 
+def cell_resources(device, threads: int) -> dict:
+    """What one cell asks a scheduling engine (Ray) for: a CPU per torch thread, and one GPU
+    on a CUDA device (``--gpus-per-cell`` overrides it); the local engine ignores it."""
+    return {"cpu": max(1, int(threads)), "gpu": 1 if str(device).startswith("cuda") else 0}
+
+
 @dataclass
 class CellResult:
     key: str

@@ -94,30 +94,32 @@ def run_group(params_list: list[dict], cell_dirs: list[Path]) -> list[dict | Exc
     cfgs = [reproduce_config({**DEFAULTS, **p}) for p in params_list]
     todo = [i for i, (c, d) in enumerate(zip(cfgs, cell_dirs, strict=True))
             if not has_capture(Path(d) / "reproduce", c)]  # fmt: skip
-    caps: dict[int, object] = {}
+    failed: dict[int, Exception] = {}  # replicas that diverged or did not learn
     if len(todo) > 1:
         t0 = time.perf_counter()
-        caps = dict(zip(todo, capture_windows([cfgs[i] for i in todo]), strict=True))
+        caps = capture_windows([cfgs[i] for i in todo])
         log.info("captured %d cells as replicas in %.1f s", len(todo), time.perf_counter() - t0)
-        for i, cap in caps.items():
-            if not isinstance(cap, Exception):
+        for i, cap in zip(todo, caps, strict=True):
+            if isinstance(cap, Exception):
+                failed[i] = cap
+            else:
                 save_capture(Path(cell_dirs[i]) / "reproduce", cfgs[i], cap)
+        del caps
     out = []
     for i, (p, d) in enumerate(zip(params_list, cell_dirs, strict=True)):
-        cap = caps.get(i)
-        if isinstance(cap, Exception):
-            out.append(cap)
+        if i in failed:
+            out.append(failed[i])
             continue
         try:
-            out.append(run_cell(p, d, capture=cap))
+            out.append(run_cell(p, d))  # resumes from the checkpointed window
         except Exception as e:  # noqa: BLE001 - one cell's failure must not stop the group
             out.append(e)
     return out
 
 
-def run_cell(params: dict, cell_dir: Path, capture=None) -> dict:
-    """The sweep runner's cell function (module docstring); ``capture``: this cell's window
-    captured already (by :func:`run_group`), else the reproduce stage trains it."""
+def run_cell(params: dict, cell_dir: Path) -> dict:
+    """The sweep runner's cell function (module docstring); a window checkpointed in
+    ``cell_dir/reproduce`` (e.g. by :func:`run_group`) is analysed without training."""
     from sgdyn.simulator.from_network import from_network
     from sgdyn.validation.models import build_model
     from sgdyn.validation.probes.network_landscape import NetworkLandscape
@@ -139,7 +141,7 @@ def run_cell(params: dict, cell_dir: Path, capture=None) -> dict:
     cfg = reproduce_config(p)
     timings = {}
     t0 = time.perf_counter()
-    rsum = run_reproduce(cfg, cell_dir / "reproduce", capture=capture)
+    rsum = run_reproduce(cfg, cell_dir / "reproduce")
     timings["reproduce_s"] = time.perf_counter() - t0
     timings["capture_replicas"] = int(rsum.get("timings", {}).get("replicas", 1))
     rdir = cell_dir / "reproduce"

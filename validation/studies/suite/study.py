@@ -93,15 +93,13 @@ def run_validate(
     (:func:`.cell.run_group`; the paper and full suites' seeds); False: one run per cell.
     ``engine`` / ``engine_options``: the sweep runner's (local processes or Ray)."""
     from sgdyn.validation.io.rundir import RunDir
-    from sgdyn.validation.sweeps import run_cells
+    from sgdyn.validation.sweeps import cell_resources, run_cells
 
     cfg.validate()
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     cells = cfg.cell_list()
-    # what a Ray task asks for (the local engine ignores it); --gpus-per-cell overrides
-    gpu = str(cfg.device).startswith("cuda") or (cfg.device == "auto" and _cuda())
-    res = {"cpu": max(1, threads), "gpu": 1 if gpu else 0}
+    res = cell_resources(cfg.device, threads)  # cfg.device is resolved (never "auto")
     cells = [type(c)(c.key, c.params, res) for c in cells]
     rd = RunDir(out, cfg.as_dict(), command=NAME, force=force)
     if rd.start():
@@ -156,12 +154,6 @@ def run_validate(
     }
     return rd.finish(summary, arrays=arrays, report=report_markdown(summary, figures),
                      title=f"sgdyn validate: suite {cfg.suite}")  # fmt: skip
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def spectrum_top_k(path) -> dict:
