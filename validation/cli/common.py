@@ -175,6 +175,24 @@ def execute(args, *, config_cls, run, quick: dict | None = None, describe=None) 
     return 0
 
 
+def add_window_options(p) -> None:
+    """``--window-epochs --window-start --max-epochs``: where the recorded PCA window lies
+    (commands that capture one, e.g. reproduce and flatness-grid)."""
+    p.add_argument("--window-epochs", type=int, default=10, help="PCA window T in epochs")
+    p.add_argument(
+        "--window-start",
+        type=int,
+        default=None,
+        help="start the window after this epoch instead of detecting the transition",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        default=200,
+        help="give up waiting for the exploration phase after this many epochs",
+    )
+
+
 def add_sweep_options(p, *, batch: bool = True) -> None:
     """``--engine --address --jobs --gpus-per-cell --no-batch`` of commands that run a sweep
     through :func:`sgdyn.validation.sweeps.run_cells` (run options, not study settings);

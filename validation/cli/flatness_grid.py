@@ -15,6 +15,7 @@ from __future__ import annotations
 from .common import (
     add_common_options,
     add_sweep_options,
+    add_window_options,
     execute,
     float_list,
     int_list,
@@ -50,19 +51,7 @@ def add_arguments(p) -> None:
         default=(0.05, 0.1),
         help="comma-separated learning rates alpha, e.g. 0.05,0.1",
     )
-    p.add_argument("--window-epochs", type=int, default=10, help="PCA window T in epochs")
-    p.add_argument(
-        "--window-start",
-        type=int,
-        default=None,
-        help="start the window after this epoch instead of detecting the transition",
-    )
-    p.add_argument(
-        "--max-epochs",
-        type=int,
-        default=200,
-        help="give up waiting for the exploration phase after this many epochs",
-    )
+    add_window_options(p)
     p.add_argument(
         "--landscape-modes", type=int, default=100, help="PCA directions whose flatness is measured"
     )

@@ -10,7 +10,7 @@ when only analysis options (--rank-range, --landscape-modes, ...) changed.
 
 from __future__ import annotations
 
-from .common import add_common_options, execute, int_list
+from .common import add_common_options, add_window_options, execute, int_list
 
 NAME = "reproduce"
 HELP = "run the paper's protocol end to end into a run directory"
@@ -53,19 +53,7 @@ def add_arguments(p) -> None:
     )
     p.add_argument("--lr", type=float, default=0.1, help="learning rate alpha")
     p.add_argument("--batch-size", type=int, default=50, help="minibatch size B")
-    p.add_argument("--window-epochs", type=int, default=10, help="PCA window T in epochs")
-    p.add_argument(
-        "--window-start",
-        type=int,
-        default=None,
-        help="start the window after this epoch instead of detecting the transition",
-    )
-    p.add_argument(
-        "--max-epochs",
-        type=int,
-        default=200,
-        help="give up waiting for the exploration phase after this many epochs",
-    )
+    add_window_options(p)
     p.add_argument(
         "--probe",
         default=None,
