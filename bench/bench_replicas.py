@@ -7,12 +7,14 @@ compiled (``compile=True``).
 
 Target (issue 11): >= 4x on CPU, >= 10x on a GPU. One torch thread (pinned below). Run:
     python bench/bench_replicas.py          (prints the ratio)
+    python bench/bench_replicas.py --alternatives   (+ the first-layer routes tried on the CPU)
     pytest bench/bench_replicas.py -q -s    (pytest-benchmark)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 
 import pytest
@@ -183,6 +185,83 @@ def layer1_floor_s(repeats=20) -> float:
     return best
 
 
+def alternatives(data, steps=60) -> None:
+    """The first layer's CPU routes tried against the fused step's batched one (issue 11),
+    each timed per step of all R replicas, best of 5 interleaved: (a) update of step t, gather
+    and forward of step t+1 one replica at a time (its 157 KB of W1 stays in cache) vs the same
+    three as batched calls; (b) the forward on a block-diagonal CSR minibatch (MKL sparse; the
+    pixels are ~80 % zero) vs dense bmm, and the cost of building that CSR; (c) the whole
+    fused step under torch.compile vs eager (gather included)."""
+    from sgdyn.validation.training.fused_mlp import mlp_step
+
+    x, y = data.x.reshape(len(data), -1), data.y
+    g = torch.Generator().manual_seed(0)
+    perms = torch.stack([torch.randperm(len(x), generator=g) for _ in range(R)])
+    w1, d1 = torch.randn(R, 50, 784) * 0.03, torch.randn(R, 50, B) * 1e-6
+    xbuf, z = torch.empty(R, B, 784), torch.empty(R, 50, B)
+    ms = 1e3 / steps
+
+    def layer1(per_replica):
+        for s in range(steps):
+            p = perms[:, s * B : (s + 1) * B]
+            if per_replica:
+                for r in range(R):
+                    w1[r].addmm_(d1[r], xbuf[r])
+                    torch.index_select(x, 0, p[r], out=xbuf[r])
+                    torch.mm(w1[r], xbuf[r].T, out=z[r])
+            else:
+                w1.baddbmm_(d1, xbuf)
+                torch.index_select(x, 0, p.reshape(-1), out=xbuf.view(R * B, 784))
+                torch.bmm(w1, xbuf.mT, out=z)
+
+    bat, inter = _best([lambda: layer1(False), lambda: layer1(True)])
+    print(
+        f"(a) first-layer update + gather + forward, batched {bat * ms:.2f} ms vs one replica "
+        f"at a time {inter * ms:.2f} ms per step ({bat / inter:.2f}x)"
+    )
+
+    def block_csr(xb):
+        nz = xb.nonzero()
+        cols = nz[:, 0] * xb.shape[2] + nz[:, 2]
+        crow = torch.zeros(R * B + 1, dtype=torch.int64)
+        crow[1:] = torch.bincount(nz[:, 0] * B + nz[:, 1], minlength=R * B).cumsum(0)
+        return torch.sparse_csr_tensor(crow, cols, xb[nz.unbind(1)], (R * B, R * xb.shape[2]))
+
+    torch.index_select(x, 0, perms[:, :B].reshape(-1), out=xbuf.view(R * B, 784))
+    csr, w1t = block_csr(xbuf), w1.mT.contiguous()
+    torch.testing.assert_close(csr @ w1t.view(R * 784, 50), torch.bmm(xbuf, w1t).view(-1, 50))
+    dt, flat = d1.mT.contiguous(), w1t.view(R * 784, 50)  # update: W1^T += X^T D^T
+    dense, sparse, build, up_dense, up_sparse = _best(
+        [lambda: torch.bmm(xbuf, w1t), lambda: csr @ flat, lambda: block_csr(xbuf),
+         lambda: w1t.baddbmm_(xbuf.mT, dt), lambda: flat.addmm_(csr.t(), dt.view(R * B, 50))],
+        repeats=20,
+    )  # fmt: skip
+    print(
+        f"(b) first-layer forward: dense bmm {1e3 * dense:.2f} ms, block-diagonal CSR "
+        f"({csr.values().numel() / xbuf.numel():.0%} non-zero) {1e3 * sparse:.2f} ms "
+        f"+ {1e3 * build:.2f} ms to build it; update: dense {1e3 * up_dense:.2f} ms, "
+        f"with the CSR's transpose {1e3 * up_sparse:.2f} ms"
+    )
+    models = _models("cpu")
+    weights = [torch.stack([m.layers[i].weight.detach() for m in models]) for i in range(3)]
+    biases = [None] * 3  # sgdyn's MLP has no bias by default
+    scale, loss, ybuf = torch.full((R,), -0.1 / B), torch.empty(R), torch.empty(R * B).long()
+
+    def epoch(step):
+        for s in range(steps):
+            idx = perms[:, s * B : (s + 1) * B].reshape(-1)
+            xb = torch.index_select(x, 0, idx, out=xbuf.view(R * B, 784))
+            yb = torch.index_select(y, 0, idx, out=ybuf).view(R, B)
+            step(weights, biases, xb.view(R, B, 784), yb, scale, loss)
+
+    compiled = torch.compile(mlp_step, dynamic=False)
+    eager, comp = _best([lambda: epoch(mlp_step), lambda: epoch(compiled)])
+    print(
+        f"(c) fused step with its gather: eager {eager * ms:.2f} ms, torch.compile "
+        f"{comp * ms:.2f} ms per step ({eager / comp:.2f}x)"
+    )
+
+
 def main():
     import os
 
@@ -223,6 +302,8 @@ def main():
                 f" -> best possible ratio {seq / steps / bound:.2f}x at the bound, "
                 f"{seq / steps / floor:.2f}x with nothing but the first layer"
             )
+    if "--alternatives" in sys.argv and DEVICE == "cpu":
+        alternatives(data)
     print(f"load average {'/'.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
