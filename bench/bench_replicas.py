@@ -242,6 +242,11 @@ def alternatives(data, steps=60) -> None:
         f"+ {1e3 * build:.2f} ms to build it; update: dense {1e3 * up_dense:.2f} ms, "
         f"with the CSR's transpose {1e3 * up_sparse:.2f} ms"
     )
+    (one,) = _best([lambda: torch.mm(xbuf.view(R * B, 784), w1t[0])], repeats=20)
+    print(
+        f"    one ({R * B} x 784)(784 x 50) GEMM with a shared weight: "
+        f"{2 * R * B * 784 * 50 / one / 1e9:.0f} GFLOP/s (the forward's shape in one call)"
+    )
     models = _models("cpu")
     weights = [torch.stack([m.layers[i].weight.detach() for m in models]) for i in range(3)]
     biases = [None] * 3  # sgdyn's MLP has no bias by default
