@@ -125,9 +125,8 @@ class MLFLandscape:
         _, g = self.loss_and_grad_pairs(mu, w.reshape(1, -1).expand(self.n_minibatches, -1))
         return g @ torch.as_tensor(directions, dtype=g.dtype, device=self.device).T
 
-    def _profile_points(self, w0, directions, amplitudes):
-        """Checked directions d (K, N), amplitudes a (K, A) (an (A,) row shared) and the
-        points w0 + a_kj p_k, (K * A, N), of the per-minibatch profiles."""
+    def as_directions(self, directions) -> torch.Tensor:
+        """``directions`` as finite (K, n_params) on this landscape's device/dtype ((N,): one)."""
         d = torch.as_tensor(directions, dtype=self.dtype, device=self.device)
         if d.dim() == 1:
             d = d[None]
@@ -135,6 +134,12 @@ class MLFLandscape:
             raise ValueError(
                 f"directions must be finite (K, {self.n_params}), got {tuple(d.shape)}"
             )
+        return d
+
+    def _profile_points(self, w0, directions, amplitudes):
+        """Checked directions d (K, N), amplitudes a (K, A) (an (A,) row shared) and the
+        points w0 + a_kj p_k, (K * A, N), of the per-minibatch profiles."""
+        d = self.as_directions(directions)
         a = torch.as_tensor(amplitudes, dtype=self.dtype, device=self.device)
         if a.dim() == 1:
             a = a[None].expand(d.shape[0], -1)
@@ -183,13 +188,7 @@ class MLFLandscape:
         region around ``w0`` where the averaged loss <L^mu> stays below e * L0 (``L0``
         defaults to ``full_loss(w0)``); all directions advance together, one batched loss
         evaluation per root-finding step."""
-        d = torch.as_tensor(directions, dtype=self.dtype, device=self.device)
-        if d.dim() == 1:
-            d = d[None]
-        if d.dim() != 2 or d.shape[1] != self.n_params or not torch.isfinite(d).all():
-            raise ValueError(
-                f"directions must be finite (K, {self.n_params}), got {tuple(d.shape)}"
-            )
+        d = self.as_directions(directions)
         w0 = torch.as_tensor(w0, dtype=self.dtype, device=self.device).reshape(-1)
         if w0.numel() != self.n_params:
             raise ValueError(f"w0 has {w0.numel()} entries, the landscape {self.n_params}")

@@ -28,7 +28,6 @@ reported beside them.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from sgdyn.kernels import StreamingPCA
+from sgdyn.kernels.memory import available_bytes
 from sgdyn.simulator.distributed import simulate_sharded
 from sgdyn.simulator.ensemble import sample_dense
 from sgdyn.simulator.landscape import MLFLandscape
@@ -179,21 +179,6 @@ def estimate_memory(cfg: SimStudyConfig) -> dict:
     }
 
 
-def available_memory() -> int:
-    """Bytes the host can still give (MemAvailable), or 0 when unknown."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 0
-
-
 def check_memory(cfg: SimStudyConfig, max_memory_gb: float | None = None) -> dict:
     """Refuse, before any allocation, a study that needs more memory than allowed."""
     parts = estimate_memory(cfg)
@@ -201,7 +186,7 @@ def check_memory(cfg: SimStudyConfig, max_memory_gb: float | None = None) -> dic
     if max_memory_gb is not None:
         limit, what = max_memory_gb * 1e9, f"--max-memory {max_memory_gb:g} GB"
     else:
-        avail = available_memory()
+        avail = available_bytes("cpu") or 0  # MemAvailable; 0 when unknown
         limit, what = (
             (0.8 * avail, f"80% of the {avail / 1e9:.1f} GB available")
             if avail
