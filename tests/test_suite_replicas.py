@@ -2,40 +2,18 @@
 give the numbers of the per-cell path (issue 11 item 1 for the validation suite)."""
 
 import pytest
+from _tiny_suite import grid, suite_toml
 
 from sgdyn.validation.studies.suite.cell import cell_group
 from sgdyn.validation.studies.suite.study import ValidateConfig, run_validate
 from sgdyn.validation.sweeps import Cell
 
-SEEDS = """
-name = "seeds"
-description = "two seeds of one digits SGD cell and an Adam cell"
-[defaults]
-hidden = [20, 20]
-window_start = 8
-window_epochs = 2
-max_epochs = 12
-rank_range = [2, 12]
-n_theta_saved = 12
-landscape_modes = 8
-langevin_steps = 100
-quick = true
-ensemble_modes = 6
-replicas = 6
-sim_max_steps = 300
-[[grid]]
-dataset = ["digits"]
-model = [{ model = "mlp", tag = "mlp2" }]
-optimizer = ["sgd"]
-batch_lr = [[50, 0.2]]
-seed = [0, 1]
-[[grid]]
-dataset = ["digits"]
-model = [{ model = "mlp", tag = "mlp2" }]
-optimizer = ["adam"]
-batch_lr = [[50, 0.003]]
-seed = [0]
-"""
+SEEDS = suite_toml(
+    "seeds",
+    "two seeds of one digits SGD cell and an Adam cell",
+    grid("sgd", 50, 0.2, seeds=(0, 1)),
+    grid("adam", 50, 0.003),
+)
 
 
 def test_groups_are_sgd_cells_sharing_b_and_model():

@@ -5,46 +5,19 @@ interrupted cell; and the quick suite itself (slow)."""
 import json
 
 import pytest
+from _tiny_suite import grid, suite_toml
 
 from sgdyn.validation.cli import main
 from sgdyn.validation.studies.suite.claims import CLAIMS
 from sgdyn.validation.studies.suite.study import ValidateConfig, run_validate, spectrum_top_k
 
-TINY = """
-name = "tiny"
-description = "two digits cells and a CIFAR-10 cell without its folder"
-[defaults]
-hidden = [20, 20]
-window_start = 8
-window_epochs = 2
-max_epochs = 12
-rank_range = [2, 12]
-n_theta_saved = 12
-landscape_modes = 8
-langevin_steps = 100
-quick = true
-ensemble_modes = 6
-replicas = 6
-sim_max_steps = 300
-[[grid]]
-dataset = ["digits"]
-model = [{ model = "mlp", tag = "mlp2" }]
-optimizer = ["sgd"]
-batch_lr = [[50, 0.2]]
-seed = [0]
-[[grid]]
-dataset = ["digits"]
-model = [{ model = "mlp", tag = "mlp2" }]
-optimizer = ["adam"]
-batch_lr = [[50, 0.003]]
-seed = [0]
-[[grid]]
-dataset = ["cifar10"]
-model = [{ model = "lenet-cifar", tag = "lenet" }]
-optimizer = ["sgd"]
-batch_lr = [[100, 0.05]]
-seed = [0]
-"""
+TINY = suite_toml(
+    "tiny",
+    "two digits cells and a CIFAR-10 cell without its folder",
+    grid("sgd", 50, 0.2),
+    grid("adam", 50, 0.003),
+    grid("sgd", 100, 0.05, dataset="cifar10", model="lenet-cifar", tag="lenet"),
+)
 SGD = "digits-mlp2-sgd-B50-a0.2-s0"
 ADAM = "digits-mlp2-adam-B50-a0.003-s0"
 CIFAR = "cifar10-lenet-sgd-B100-a0.05-s0"
