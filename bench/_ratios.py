@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 MEDIANS: dict[str, float] = {}
@@ -36,3 +37,18 @@ def report(capsys, title: str, rows: list[tuple[str, str, str]], extra: dict | N
         slug = title.lower().replace(" ", "_").replace("/", "_")
         (Path(dest) / f"{slug}.json").write_text(json.dumps(out, indent=2))
     return out
+
+
+def best_interleaved(fns, repeats: int = 5, warmup: bool = True) -> list[float]:
+    """Best-of-``repeats`` seconds of each callable, measured interleaved (a shared machine's
+    load then hits every candidate alike); ``warmup``: one untimed call of each first."""
+    if warmup:
+        for f in fns:
+            f()
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, f in enumerate(fns):
+            t = time.perf_counter()
+            f()
+            best[i] = min(best[i], time.perf_counter() - t)
+    return best

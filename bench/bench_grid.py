@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -63,14 +62,9 @@ def test_report(capsys):
 
 
 def _best(fns, repeats=3):
-    """Best-of-``repeats`` seconds of each callable, measured interleaved."""
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, f in enumerate(fns):
-            t = time.perf_counter()
-            f()
-            best[i] = min(best[i], time.perf_counter() - t)
-    return best
+    from _ratios import best_interleaved
+
+    return best_interleaved(fns, repeats, warmup=False)
 
 
 def main():

@@ -127,17 +127,9 @@ def test_report(capsys):
 
 
 def _best(fns, repeats=5):
-    """Best-of-``repeats`` seconds of each callable, measured interleaved (a shared machine's
-    load then hits every candidate alike)."""
-    for f in fns:
-        f()
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, f in enumerate(fns):
-            t = time.perf_counter()
-            f()
-            best[i] = min(best[i], time.perf_counter() - t)
-    return best
+    from _ratios import best_interleaved
+
+    return best_interleaved(fns, repeats, warmup=True)
 
 
 def gpu_cases(ctx):
