@@ -219,3 +219,25 @@ def test_top_eigenvalue_matches_pyhessian():
     hc = pyhessian.hessian(m, nn.CrossEntropyLoss(), data=(x, y), cuda=False)
     top, _ = hc.eigenvalues(maxIter=2000, tol=1e-7, top_n=1)
     assert abs(vals[0] / top[0] - 1) < 1e-3
+
+
+def test_hvp_at_a_snapshot_view_allocates_no_window_sized_tangents(case):
+    """A point that is one row of a captured window (a view into its storage) gives the same
+    HVPs as a compact copy, and forward-mode AD does not allocate tangents the size of the
+    whole window (it did: one (12000, 2500) window made each HVP chunk fill 360 MB)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    L, w0, H = case
+    window = torch.randn(400, L.n_params, dtype=torch.float64)
+    window[-1] = w0
+    V = torch.randn(3, L.n_params, dtype=torch.float64)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        HV = L.hvp(window[-1], V)
+    torch.testing.assert_close(HV, V @ H)
+    biggest = max(
+        (int(np.prod(e.input_shapes[0])) for e in prof.events()
+         if e.name in ("aten::fill_", "aten::zero_", "aten::zeros") and e.input_shapes
+         and e.input_shapes[0]),
+        default=0,
+    )  # fmt: skip
+    assert biggest < window.numel() // 10, biggest

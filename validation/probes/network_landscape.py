@@ -388,13 +388,18 @@ class NetworkLandscape:
         return torch.cat(chunks)
 
     def as_point(self, w, name: str = "w") -> torch.Tensor:
-        """``w`` as a flat probe value on the probe's device/dtype (checks its size)."""
+        """``w`` as a flat probe value on the probe's device/dtype (checks its size); a view
+        into a larger tensor (e.g. one snapshot of a captured trajectory) is copied out:
+        forward-mode AD (:meth:`hvp`) allocates every tangent with the size of the primal's
+        whole storage (a (12000, 2500) window made each HVP chunk fill 360 MB of zeros)."""
         w = torch.as_tensor(w, device=self.device, dtype=self.dtype).reshape(-1)
         if w.numel() != self.n_params:
             raise ValueError(
                 f"{name} has {w.numel()} entries but the probe {self.probe_name} has "
                 f"{self.n_params}"
             )
+        if w.untyped_storage().nbytes() > w.numel() * w.element_size():
+            w = w.clone()
         return w
 
     def as_directions(self, directions) -> torch.Tensor:
