@@ -117,8 +117,13 @@ def test_increment_spectrum_matches_numpy_cov():
     ref = np.sort(np.linalg.eigvalsh(np.cov(np.diff(X, axis=0), rowvar=False)))[::-1]
     got = increment_spectrum(X)
     assert np.allclose(got[:8], ref, rtol=1e-10)
+    assert got.shape == (49,) and np.all(got[8:] == 0)  # N < T: from the 8 x 8 scatter
     tg = increment_spectrum(torch.as_tensor(X))
     assert isinstance(tg, torch.Tensor) and np.allclose(tg.numpy()[:8], ref, rtol=1e-10)
+    assert tg.shape == (49,) and bool((tg[8:] == 0).all())
+    W = X[:6]  # N > T: from the (T - 1) x (T - 1) Gram; sklearn's PCA as the reference
+    pca = PCA().fit(np.diff(W, axis=0))
+    assert np.allclose(increment_spectrum(W)[:4], pca.explained_variance_[:4], rtol=1e-10)
 
 
 def test_null_arguments_are_checked():
