@@ -50,6 +50,27 @@ def test_replica_cells_equal_the_per_cell_path(tmp_path):
             )
 
 
+def test_a_cell_run_alone_gets_the_window_it_gets_in_its_group(tmp_path):
+    """A lone SGD cell is captured on the replica path too (a group of one): its window is
+    bit for bit the one it had as a replica among others, whichever cells ran with it."""
+    import torch
+
+    suite = tmp_path / "seeds.toml"
+    suite.write_text(SEEDS)
+    both = run_validate(ValidateConfig(suite=str(suite), device="cpu"), tmp_path / "both")
+    key = next(c["key"] for c in both["cells"] if c["key"].endswith("sgd-B50-a0.2-s1"))
+    alone = run_validate(
+        ValidateConfig(suite=str(suite), device="cpu", cells=(key,)), tmp_path / "alone"
+    )
+    assert alone["cells"][0]["record"]["timings"]["capture_replicas"] == 1
+
+    def window(run):
+        f = tmp_path / run / "cells" / key / "reproduce" / "capture.pt"
+        return torch.load(f, weights_only=True)["trajectory"]
+
+    assert torch.equal(window("alone"), window("both"))
+
+
 def test_reproduce_refuses_a_capture_made_with_other_settings(tmp_path):
     from dataclasses import replace
 

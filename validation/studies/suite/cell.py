@@ -87,7 +87,12 @@ def run_group(params_list: list[dict], cell_dirs: list[Path]) -> list[dict | Exc
     (:func:`~sgdyn.validation.studies.capture_replicas.capture_windows`), then each cell run
     as :func:`run_cell` on its own capture; the sweep runner's group function. Every window
     is checkpointed into its cell's ``reproduce/capture.pt`` before any cell is analysed, and
-    a cell whose checkpoint already holds its window (an interrupted run) is not retrained."""
+    a cell whose checkpoint already holds its window (an interrupted run) is not retrained.
+    A group of one (or the one cell left to capture on a resume) is captured the same way:
+    replica r's trajectory does not depend on the other replicas (bit for bit on the CPU),
+    so a cell gives the same window whichever cells it was run with; float32 rounding of the
+    per-cell loop (``--no-batch``) differs and grows over a long run into another trajectory
+    of the same seed (docs/scaling.md)."""
     from sgdyn.validation.studies.capture_replicas import capture_windows
     from sgdyn.validation.studies.reproduce.pipeline import has_capture, save_capture
 
@@ -95,7 +100,7 @@ def run_group(params_list: list[dict], cell_dirs: list[Path]) -> list[dict | Exc
     todo = [i for i, (c, d) in enumerate(zip(cfgs, cell_dirs, strict=True))
             if not has_capture(Path(d) / "reproduce", c)]  # fmt: skip
     failed: dict[int, Exception] = {}  # replicas that diverged or did not learn
-    if len(todo) > 1:
+    if todo and all(cfgs[i].optimizer == "sgd" for i in todo):  # cell_group's SGD groups
         t0 = time.perf_counter()
         caps = capture_windows([cfgs[i] for i in todo])
         log.info("captured %d cells as replicas in %.1f s", len(todo), time.perf_counter() - t0)
