@@ -162,3 +162,27 @@ def test_html_report_renders_markdown_and_embeds_figures(tmp_path):
     assert "figure nope.png not embedded" in html and "figure ../outside.png not embedded" in html
     assert "<pre><code>code &lt;kept&gt; **as is**</code></pre>" in html
     assert html.count("<p>") == 2  # the two-line paragraph and the image paragraph
+
+
+def test_owned_tensors_save_only_their_own_elements(tmp_path):
+    """torch.save writes a view's whole storage: owned() copies views out, leaves the rest."""
+    import io
+
+    import torch
+
+    from sgdyn.validation.io import owned, owned_tree
+
+    buf = torch.randn(16, 100, 50)
+    view, whole = buf[3], torch.randn(7)
+    assert owned(whole).data_ptr() == whole.data_ptr()  # not copied
+    tree = owned_tree({"traj": view, "cps": [{"w": buf[0, :2]}], "n": 3, "t": (view,)})
+    for t in (tree["traj"], tree["cps"][0]["w"], tree["t"][0]):
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    assert torch.equal(tree["traj"], view) and tree["n"] == 3 and isinstance(tree["t"], tuple)
+
+    def size(obj):
+        b = io.BytesIO()
+        torch.save(obj, b)
+        return len(b.getvalue())
+
+    assert size(view) > 10 * size(tree["traj"])

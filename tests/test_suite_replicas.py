@@ -69,6 +69,8 @@ def test_a_cell_run_alone_gets_the_window_it_gets_in_its_group(tmp_path):
         return torch.load(f, weights_only=True)["trajectory"]
 
     assert torch.equal(window("alone"), window("both"))
+    t = window("both")  # the file holds this cell's window only, not the group's buffer
+    assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
 
 
 def test_reproduce_refuses_a_capture_made_with_other_settings(tmp_path):

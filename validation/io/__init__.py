@@ -11,6 +11,7 @@ from .rundir import (
     write_json,
     write_npz,
 )
+from .tensors import owned, owned_tree
 
 __all__ = [
     "RunDir",
@@ -18,6 +19,8 @@ __all__ = [
     "atomic_write_bytes",
     "environment_info",
     "markdown_to_html",
+    "owned",
+    "owned_tree",
     "prepare_out_dir",
     "save_figure",
     "write_json",

@@ -43,6 +43,7 @@ import torch
 
 from sgdyn.validation.io.config import StudyConfig
 from sgdyn.validation.io.rundir import RunDir, write_npz
+from sgdyn.validation.io.tensors import owned_tree
 from sgdyn.validation.sweeps import Cell, raise_if_failed, run_cells
 from sgdyn.validation.sweeps.runner import cell_dir as _cell_dir
 
@@ -434,7 +435,7 @@ def build_base(cfg: ForgettingConfig, seed: int, out: Path, force: bool = False)
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(b, tmp)
+    torch.save(owned_tree(b), tmp)
     tmp.replace(path)
     return b
 

@@ -26,6 +26,7 @@ from sgdyn.theory import (
     spectrum_summary,
 )
 from sgdyn.validation.io.rundir import RunDir, environment_info
+from sgdyn.validation.io.tensors import owned_tree
 from sgdyn.validation.models import build_model
 from sgdyn.validation.studies.capture import (
     CaptureConfig,
@@ -127,7 +128,7 @@ def save_capture(out: Path, cfg: ReproduceConfig, res: CaptureResult) -> None:
         return
     rd.start()
     buf = io.BytesIO()
-    torch.save(_capture_state(res, cfg), buf)
+    torch.save(owned_tree(_capture_state(res, cfg)), buf)
     rd.write_bytes(CHECKPOINT, buf.getvalue())
 
 
@@ -418,7 +419,7 @@ def run_reproduce(
     if res is None:
         res = capture if capture is not None else capture_window(cfg, progress=progress, data=data)
         buf = io.BytesIO()
-        torch.save(_capture_state(res, cfg), buf)
+        torch.save(owned_tree(_capture_state(res, cfg)), buf)
         rd.write_bytes(CHECKPOINT, buf.getvalue())
     summary, arrays = analyse_capture(res, cfg)
     figures = make_figures(out, summary, arrays, res, cfg)
