@@ -68,6 +68,30 @@ def test_worker_processes_give_the_same_results(tmp_path):
     assert [r.result["y"] for r in res] == [4, 9, 16]
 
 
+def pools_cell(params, cell_dir):
+    """A cell that reports the thread counts it ran with (torch and the BLAS pools)."""
+    import numpy as np
+    import torch
+    from threadpoolctl import threadpool_info
+
+    np.linalg.eigh(np.eye(64))  # load numpy's BLAS/LAPACK
+    blas = sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+    return {"torch": torch.get_num_threads(), "blas": blas}
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_cells_run_with_torch_and_blas_threads_pinned(tmp_path, jobs):
+    """--threads pins numpy/scipy's BLAS pools as well as torch: two worker processes with a
+    2-thread OpenBLAS each ran an eigh workload 4x slower than with one thread each."""
+    from threadpoolctl import threadpool_info
+
+    before = [p["num_threads"] for p in threadpool_info()]
+    res = run_cells("test_sweeps:pools_cell", CELLS[:2], tmp_path, jobs=jobs, threads=1)
+    for r in res:
+        assert r.result["torch"] == 1 and r.result["blas"] in ([1], []), r.result
+    assert [p["num_threads"] for p in threadpool_info()] == before  # restored in this process
+
+
 @pytest.mark.parametrize(
     "cells,match",
     [

@@ -7,6 +7,9 @@ JSON-serialisable record. The runner writes ``out/cells/<key>/result.json`` last
 so a cell folder is finished exactly when that file exists; a failing cell writes
 ``error.json`` with its one-line reason and the others go on. Rerunning skips finished cells
 whose parameters match and refuses (with the way out) a finished cell whose parameters differ.
+A cell runs with ``threads`` torch threads and the same limit on numpy/scipy's BLAS and
+OpenMP pools (threadpoolctl): two workers with a default 2-thread OpenBLAS each ran a
+LAPACK workload 4-5x slower than with one thread each (``bench/blas_oversubscription.py``).
 """
 
 from __future__ import annotations
@@ -104,11 +107,14 @@ def execute_cell(fn: Callable | str, key: str, params: dict, out: str, threads: 
     """Run one cell in this process and write its folder; never raises for a cell's own
     failure (the error is recorded in ``error.json`` and returned)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     prev_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
+    n = max(1, int(threads))
+    torch.set_num_threads(n)
     try:
-        return _execute(fn, key, params, out)
+        with threadpool_limits(n):  # BLAS/OpenMP pools of numpy and scipy too (see module doc)
+            return _execute(fn, key, params, out)
     finally:
         torch.set_num_threads(prev_threads)
 
@@ -162,9 +168,11 @@ def execute_group(fn: Callable | str, keys, params_list, out: str, threads: int)
     cell's folder as :func:`execute_cell` does; an exception of the whole call (or an
     exception returned for one cell) fails those cells only."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(threads)))
+    limits = threadpool_limits(max(1, int(threads)))  # numpy/scipy BLAS pools as well
     dirs = [cell_dir(Path(out), k) for k in keys]
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
@@ -208,6 +216,7 @@ def execute_group(fn: Callable | str, keys, params_list, out: str, threads: int)
         return recs
     finally:
         torch.set_num_threads(prev_threads)
+        limits.restore_original_limits()
 
 
 def run_task(task: Task, out: str, threads: int) -> list[dict]:
