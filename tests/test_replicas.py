@@ -197,3 +197,33 @@ def test_step_with_a_mask_is_the_same_on_both_paths(mask):
         for r in range(3):
             moved = not torch.equal(v[r], before[k][r])
             assert moved is (mask is None or mask[r])
+
+
+def test_conv_replicas_equal_separate_runs():
+    """The general (vmap) path on a conv net, as `sgdyn validate` now trains its lone LeNet
+    cells: 2 LeNet replicas with their own seeds and learning rates equal 2 separate runs."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(40, 784, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 10, (40,), generator=g)
+    seeds, lrs, b = [0, 1], [0.05, 0.1], 10
+
+    def lenet(s):
+        torch.manual_seed(s)
+        return build_model("lenet-mnist", 784).double()
+
+    ref = []
+    for s, a in zip(seeds, lrs, strict=True):
+        m = lenet(s)
+        opt = make_optimizer(m, OptimConfig("sgd", a, b))
+        gen = torch.Generator().manual_seed(s)
+        for _ in range(2):
+            train_epoch(m, opt, x, y, b, gen)
+        ref.append(m)
+    rep = Replicas([lenet(s) for s in seeds], lrs, b, seeds)
+    assert not rep.fused
+    for _ in range(2):
+        rep.train_epoch(x, y)
+    for r in range(2):
+        got = rep.model(r, lenet(0)).state_dict()
+        for k, v in ref[r].state_dict().items():
+            torch.testing.assert_close(got[k], v, rtol=1e-12, atol=1e-12)
