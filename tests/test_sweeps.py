@@ -131,3 +131,23 @@ def test_raise_if_failed_names_the_first_failure(tmp_path):
     raise_if_failed([ok], tmp_path)
     with pytest.raises(RuntimeError, match=r"1 of 2 grid cells failed \(first: b: boom\)"):
         raise_if_failed([ok, bad], tmp_path, "grid cells")
+
+
+def test_threads_option_pins_blas_and_tolerates_a_bare_install(monkeypatch):
+    """`--threads N` (cli.common.set_threads) limits the BLAS pools of this process too; with
+    threadpoolctl missing (a `--no-deps` install) nothing is limited and nothing fails."""
+    import numpy as np
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from sgdyn.validation.cli.common import set_threads
+    from sgdyn.validation.sweeps.runner import limit_blas_threads
+
+    np.linalg.eigh(np.eye(8))
+    prev = torch.get_num_threads()
+    with threadpool_limits(None):  # restores this process's pools afterwards
+        set_threads(1)
+        assert {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"} <= {1}
+    torch.set_num_threads(prev)
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    limit_blas_threads(1).restore_original_limits()

@@ -125,10 +125,10 @@ def set_threads(n: int) -> None:
     if n < 0:
         raise ValueError(f"--threads must be >= 0 (0: torch's default), got {n}")
     if n > 0:
-        from threadpoolctl import threadpool_limits
+        from sgdyn.validation.sweeps.runner import limit_blas_threads
 
         torch.set_num_threads(n)
-        threadpool_limits(n)  # numpy/scipy BLAS too: oversubscribed they ran 4x slower
+        limit_blas_threads(n)  # numpy/scipy BLAS too: oversubscribed they ran 4x slower
 
 
 def resolve_config(args, config_cls, quick: dict | None = None):

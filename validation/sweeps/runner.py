@@ -103,20 +103,36 @@ def read_finished(out: Path, cell: Cell) -> dict | None:
     return rec
 
 
+class _NoLimits:
+    def restore_original_limits(self) -> None:
+        pass
+
+
+def limit_blas_threads(n: int):
+    """Limit numpy/scipy's BLAS and OpenMP pools to ``n`` threads (threadpoolctl) until the
+    returned object's ``restore_original_limits()``; without threadpoolctl (a bare install
+    with ``--no-deps``) nothing is limited."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return _NoLimits()
+    return threadpool_limits(int(n))
+
+
 def execute_cell(fn: Callable | str, key: str, params: dict, out: str, threads: int) -> dict:
     """Run one cell in this process and write its folder; never raises for a cell's own
     failure (the error is recorded in ``error.json`` and returned)."""
     import torch
-    from threadpoolctl import threadpool_limits
 
     prev_threads = torch.get_num_threads()
     n = max(1, int(threads))
     torch.set_num_threads(n)
+    limits = limit_blas_threads(n)  # BLAS/OpenMP pools of numpy and scipy too (module doc)
     try:
-        with threadpool_limits(n):  # BLAS/OpenMP pools of numpy and scipy too (see module doc)
-            return _execute(fn, key, params, out)
+        return _execute(fn, key, params, out)
     finally:
         torch.set_num_threads(prev_threads)
+        limits.restore_original_limits()
 
 
 def _execute(fn: Callable | str, key: str, params: dict, out: str) -> dict:
@@ -168,11 +184,10 @@ def execute_group(fn: Callable | str, keys, params_list, out: str, threads: int)
     cell's folder as :func:`execute_cell` does; an exception of the whole call (or an
     exception returned for one cell) fails those cells only."""
     import torch
-    from threadpoolctl import threadpool_limits
 
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(threads)))
-    limits = threadpool_limits(max(1, int(threads)))  # numpy/scipy BLAS pools as well
+    limits = limit_blas_threads(max(1, int(threads)))  # numpy/scipy BLAS pools as well
     dirs = [cell_dir(Path(out), k) for k in keys]
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
