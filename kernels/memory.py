@@ -6,7 +6,13 @@ import os
 
 import torch
 
-__all__ = ["InsufficientMemoryError", "available_bytes", "check_fits", "format_bytes"]
+__all__ = [
+    "InsufficientMemoryError",
+    "available_bytes",
+    "check_fits",
+    "format_bytes",
+    "own_storage",
+]
 
 
 def available_bytes(device=None) -> int | None:
@@ -29,6 +35,14 @@ def available_bytes(device=None) -> int | None:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def own_storage(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself, or a copy on its device when it is a view into a larger storage: a view
+    carries that whole storage into ``torch.save`` files and forward-mode AD tangents."""
+    if t.untyped_storage().nbytes() > t.numel() * t.element_size():
+        return t.clone()
+    return t
 
 
 def format_bytes(n: float) -> str:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import torch
 
+from sgdyn.kernels.memory import own_storage
+
 
 def owned(t: torch.Tensor) -> torch.Tensor:
     """``t`` on the CPU holding only its own elements (a view into a larger storage is
     copied out; anything else is returned as it is)."""
-    t = t.detach().cpu()
-    if t.untyped_storage().nbytes() > t.numel() * t.element_size():
-        t = t.clone()
-    return t
+    return own_storage(t.detach().cpu())
 
 
 def owned_tree(obj):

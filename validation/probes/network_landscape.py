@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sgdyn.kernels.memory import available_bytes, check_fits
+from sgdyn.kernels.memory import available_bytes, check_fits, own_storage
 from sgdyn.theory.flatness import EWidthResult, flatness_e_width
 from sgdyn.validation.data.tensors import as_tensors
 
@@ -398,9 +398,7 @@ class NetworkLandscape:
                 f"{name} has {w.numel()} entries but the probe {self.probe_name} has "
                 f"{self.n_params}"
             )
-        if w.untyped_storage().nbytes() > w.numel() * w.element_size():
-            w = w.clone()
-        return w
+        return own_storage(w)
 
     def as_directions(self, directions) -> torch.Tensor:
         """``directions`` as (K, n_params) on the probe's device/dtype (checks shape, finite)."""

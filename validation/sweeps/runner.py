@@ -20,6 +20,7 @@ import re
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,20 +120,28 @@ def limit_blas_threads(n: int):
     return threadpool_limits(int(n))
 
 
+@contextmanager
+def pinned_threads(threads: int):
+    """``threads`` torch threads and the same limit on numpy/scipy's BLAS pools (module doc)
+    inside the block; both restored after."""
+    import torch
+
+    prev = torch.get_num_threads()
+    n = max(1, int(threads))
+    torch.set_num_threads(n)
+    limits = limit_blas_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+        limits.restore_original_limits()
+
+
 def execute_cell(fn: Callable | str, key: str, params: dict, out: str, threads: int) -> dict:
     """Run one cell in this process and write its folder; never raises for a cell's own
     failure (the error is recorded in ``error.json`` and returned)."""
-    import torch
-
-    prev_threads = torch.get_num_threads()
-    n = max(1, int(threads))
-    torch.set_num_threads(n)
-    limits = limit_blas_threads(n)  # BLAS/OpenMP pools of numpy and scipy too (module doc)
-    try:
+    with pinned_threads(threads):
         return _execute(fn, key, params, out)
-    finally:
-        torch.set_num_threads(prev_threads)
-        limits.restore_original_limits()
 
 
 def _execute(fn: Callable | str, key: str, params: dict, out: str) -> dict:
@@ -183,55 +192,51 @@ def execute_group(fn: Callable | str, keys, params_list, out: str, threads: int)
     """Run a group of cells with one call of ``fn(params_list, cell_dirs)`` and write every
     cell's folder as :func:`execute_cell` does; an exception of the whole call (or an
     exception returned for one cell) fails those cells only."""
-    import torch
+    with pinned_threads(threads):
+        return _execute_group(fn, keys, params_list, out)
 
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
-    limits = limit_blas_threads(max(1, int(threads)))  # numpy/scipy BLAS pools as well
+
+def _execute_group(fn: Callable | str, keys, params_list, out: str) -> list[dict]:
     dirs = [cell_dir(Path(out), k) for k in keys]
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
         (d / "error.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
-        try:
-            results = list(resolve(fn)([dict(p) for p in params_list], dirs))
-            if len(results) != len(keys):
-                raise TypeError(f"group function returned {len(results)} results for {len(keys)}")
-            tb = ""
-        except Exception as e:  # noqa: BLE001 - the group's failure fails its cells only
-            results, tb = [e] * len(keys), traceback.format_exc()
-        wall = (time.perf_counter() - t0) / max(1, len(keys))
-        recs = []
-        for k, p, d, res in zip(keys, params_list, dirs, results, strict=True):
-            if isinstance(res, dict):
-                try:
-                    json.dumps(res, default=str)
-                except TypeError as e:
-                    res = e
-            if not isinstance(res, dict):
-                err = (
-                    res
-                    if isinstance(res, Exception)
-                    else TypeError(f"group function returned {type(res).__name__}, expected dict")
-                )
-                rec = {
-                    "key": k,
-                    "params": p,
-                    "error": f"{type(err).__name__}: {err}".splitlines()[0],
-                    "traceback": tb or "".join(traceback.format_exception(err)),
-                    "wall_s": wall,
-                }
-                _write_json(d / "error.json", rec)
-                recs.append({"key": k, "status": "failed", **rec})
-                continue
-            rec = {"key": k, "params": p, "result": res, "wall_s": wall}
-            _write_json(d / "result.json", rec)  # last: marks the cell finished
-            recs.append({"key": k, "status": "done", **rec})
-        return recs
-    finally:
-        torch.set_num_threads(prev_threads)
-        limits.restore_original_limits()
+        results = list(resolve(fn)([dict(p) for p in params_list], dirs))
+        if len(results) != len(keys):
+            raise TypeError(f"group function returned {len(results)} results for {len(keys)}")
+        tb = ""
+    except Exception as e:  # noqa: BLE001 - the group's failure fails its cells only
+        results, tb = [e] * len(keys), traceback.format_exc()
+    wall = (time.perf_counter() - t0) / max(1, len(keys))
+    recs = []
+    for k, p, d, res in zip(keys, params_list, dirs, results, strict=True):
+        if isinstance(res, dict):
+            try:
+                json.dumps(res, default=str)
+            except TypeError as e:
+                res = e
+        if not isinstance(res, dict):
+            err = (
+                res
+                if isinstance(res, Exception)
+                else TypeError(f"group function returned {type(res).__name__}, expected dict")
+            )
+            rec = {
+                "key": k,
+                "params": p,
+                "error": f"{type(err).__name__}: {err}".splitlines()[0],
+                "traceback": tb or "".join(traceback.format_exception(err)),
+                "wall_s": wall,
+            }
+            _write_json(d / "error.json", rec)
+            recs.append({"key": k, "status": "failed", **rec})
+            continue
+        rec = {"key": k, "params": p, "result": res, "wall_s": wall}
+        _write_json(d / "result.json", rec)  # last: marks the cell finished
+        recs.append({"key": k, "status": "done", **rec})
+    return recs
 
 
 def run_task(task: Task, out: str, threads: int) -> list[dict]:

@@ -116,6 +116,14 @@ def _capture_state(res: CaptureResult, cfg: ReproduceConfig) -> dict:
     }
 
 
+def _write_capture(rd: RunDir, res: CaptureResult, cfg: ReproduceConfig) -> None:
+    """The checkpoint file of ``rd``: each tensor saved with its own elements only (a replica's
+    window is a view into the group's (R, steps, N) buffer)."""
+    buf = io.BytesIO()
+    torch.save(owned_tree(_capture_state(res, cfg)), buf)
+    rd.write_bytes(CHECKPOINT, buf.getvalue())
+
+
 def save_capture(out: Path, cfg: ReproduceConfig, res: CaptureResult) -> None:
     """Checkpoint a window captured elsewhere into the run folder ``out`` (made ready as
     :func:`run_reproduce` does), so a later ``run_reproduce(cfg, out)`` resumes from it
@@ -127,9 +135,7 @@ def save_capture(out: Path, cfg: ReproduceConfig, res: CaptureResult) -> None:
     if rd.check() == "done":
         return
     rd.start()
-    buf = io.BytesIO()
-    torch.save(owned_tree(_capture_state(res, cfg)), buf)
-    rd.write_bytes(CHECKPOINT, buf.getvalue())
+    _write_capture(rd, res, cfg)
 
 
 def has_capture(out: Path, cfg: ReproduceConfig) -> bool:
@@ -418,9 +424,7 @@ def run_reproduce(
     res = _load_capture(ckpt, cfg, data)
     if res is None:
         res = capture if capture is not None else capture_window(cfg, progress=progress, data=data)
-        buf = io.BytesIO()
-        torch.save(owned_tree(_capture_state(res, cfg)), buf)
-        rd.write_bytes(CHECKPOINT, buf.getvalue())
+        _write_capture(rd, res, cfg)
     summary, arrays = analyse_capture(res, cfg)
     figures = make_figures(out, summary, arrays, res, cfg)
     summary.pop("_fit_intercept")
